@@ -1,0 +1,55 @@
+"""Frozen-encoder features, computed once per split (eval mode, no gradients, large batches)."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from common.data import EpochShuffler, InMemoryLoader, MedMNISTDataModule
+from common.normalize import normalize, to_unit
+
+FEATURE_BATCH = 1024  # images per forward pass when extracting features
+
+
+@torch.inference_mode()
+def extract_features(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                     batch_size: int = FEATURE_BATCH) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> features (N, D) on `device`. Leaves the encoder in eval mode."""
+    encoder.eval().to(device)
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(to_unit(images[start:start + batch_size].to(device)))
+        chunks.append(encoder(x.contiguous(memory_format=torch.channels_last)).float())
+    return torch.cat(chunks) if chunks else torch.empty(0, getattr(encoder, "feature_dim", 0), device=device)
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """The MedMNIST DataModule's splits, passed once through a frozen encoder and kept in memory."""
+
+    def __init__(self, data: MedMNISTDataModule, encoder: torch.nn.Module, batch_size: int,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        self.data, self.encoder, self.batch_size = data, encoder, batch_size
+        self.device = torch.device(device)
+        self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.features:
+            return
+        self.data.load()
+        if self.trainer is not None:
+            self.device = self.trainer.strategy.root_device
+        for split, (images, labels) in self.data.splits.items():
+            self.features[split] = (extract_features(self.encoder, images, self.device), labels.to(self.device))
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> InMemoryLoader:
+        features, labels = self.features[split]
+        return InMemoryLoader(features, labels, min(batch_size, len(features)), EpochShuffler(shuffle, self.data.seed))
+
+    def train_dataloader(self) -> InMemoryLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryLoader:
+        return self._loader("val", self.data.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> InMemoryLoader:
+        return self._loader("test", self.data.eval_batch_size, shuffle=False)

@@ -1,0 +1,36 @@
+"""Test a logistic-regression head (on its frozen encoder) on the test split.
+
+    python downstream/logistic_regression/test.py --dataset bloodmnist --checkpoint downstream-bloodmnist
+"""
+from __future__ import annotations
+
+from common.evaluate import report, run_test
+from common.features import FeatureDataModule
+from common.testing import check_classes, open_checkpoint, test_parser
+from downstream.logistic_regression.module import LogisticRegressionModule
+from downstream.logistic_regression.train import frozen_encoder
+from models.checkpoints import build_from_checkpoint
+from utils import UserError, run_cli
+
+
+def main(argv=None):
+    parser = test_parser("Test a logistic-regression head on the test split.")
+    parser.add_argument("--encoder", default=None,
+                        help="encoder checkpoint; default: the one the head records (the study's heads record none)")
+    args = parser.parse_args(argv)
+    path, ckpt, data = open_checkpoint(args, "logistic_regression")
+    head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
+                                 multilabel=data.multilabel, dataset=data.flag)
+    check_classes(head, data, path)
+    reference = args.encoder or head.hparams.encoder
+    if reference is None:
+        raise UserError(f"{path.name} does not record its encoder", "pass --encoder pretrain-<dataset> or a path")
+    encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed)
+    features = FeatureDataModule(data, encoder, batch_size=data.eval_batch_size)
+    results = run_test(head, features, args)
+    report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
+                                             "encoder": str(encoder_path)})
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,49 @@
+"""ResNet finetuning: the whole encoder plus a new linear layer, trained on images.
+
+Started from a SimCLR encoder it is finetuning; started from random weights it is the supervised baseline.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.classifier import ClassifierModule
+from common.normalize import normalize, to_unit
+from models import ResNetEncoder, linear_head
+
+LR = 1e-3  # the study's Adam learning rate (REFERENCE.md, "Downstream")
+
+
+class ResNetClassifier(ClassifierModule):
+    """uint8 images (N, C, H, W) -> logits (N, num_classes)."""
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        in_channels: int = 3,
+        num_classes: int = 2,
+        multilabel: bool = False,
+        dataset: str = "bloodmnist",
+        lr: float = LR,
+        max_epochs: int = 100,
+        init: str | None = None,
+        channels_last: bool = True,
+        stage: str = "resnet",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = ResNetEncoder(arch, in_channels)
+        self.head = linear_head(self.encoder.feature_dim, num_classes)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, labels = batch
+        return normalize(to_unit(images)).contiguous(memory_format=self.memory_format), labels
+
+    def configure_model(self) -> None:
+        self.to(memory_format=self.memory_format)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,33 @@
+"""NT-Xent (InfoNCE), SimCLR's contrastive loss, as a pure function of the projections."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent loss over 2N views, and the rank of each positive among its 2N-1 candidates.
+
+    z: (2N, D) projections; rows i and i+N are the two views of image i.
+    With s_ij = cos(z_i, z_j) / temperature and p(i) the other view of i,
+
+        loss = -1/(2N) * sum_i log( exp(s_{i,p(i)}) / sum_{j != i} exp(s_ij) )
+
+    Returns (loss: scalar, rank: (2N,) long, 0 when the positive is the most similar candidate).
+    Uniform embeddings (all z equal) give loss = log(2N - 1).
+
+    Example:
+        >>> z = torch.randn(8, 128)          # 4 images x 2 views
+        >>> loss, rank = nt_xent(z, 0.07)
+    """
+    n2 = z.shape[0]
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature  # (2N, 2N) scaled cosine similarities
+    self_mask = torch.eye(n2, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))  # a view is never its own candidate
+    positive = torch.arange(n2, device=z.device).roll(n2 // 2)  # (2N,) index of the other view
+    loss = F.cross_entropy(logits, positive)
+    with torch.no_grad():
+        pos_logit = logits.gather(1, positive[:, None])  # (2N, 1)
+        rank = (logits > pos_logit).sum(dim=1)  # candidates scored above the positive
+    return loss, rank

@@ -1,0 +1,134 @@
+"""Each stage's train.py and test.py end to end on tiny generated data, as a user runs them."""
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common.data import MedMNISTDataModule
+from common.features import FeatureDataModule
+from conftest import REPO
+from downstream.logistic_regression import test as lr_test, train as lr_train
+from downstream.logistic_regression.module import LogisticRegressionModule
+from downstream.resnet import test as resnet_test, train as resnet_train
+from models import ResNetEncoder
+from pretrain.simclr import test as simclr_test, train as simclr_train
+from utils import models_dir, run_cli
+
+
+@pytest.fixture(scope="module")
+def pretrained(data_dir, tmp_path_factory):
+    """A 2-epoch SimCLR run on grey breastmnist, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("out")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDSIMCLR_OUTPUT_ROOT", str(root))
+        simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "2",
+                           "--batch-size", "16", "--aug", "natural"])
+    return root
+
+
+@pytest.fixture
+def out(pretrained, monkeypatch):
+    monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(pretrained))
+    return pretrained
+
+
+def scalar_tags(run_dir):
+    tags = set()
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_pretraining_writes_checkpoint_config_and_tensorboard(out):
+    folder = models_dir("simclr")
+    assert (folder / "pretrain-breastmnist.ckpt").is_file()
+    config = json.loads((folder / "pretrain-breastmnist.config.json").read_text())
+    assert config["options"]["aug"] == "natural" and len(config["data_md5"]) == 32
+    tags = scalar_tags(folder / "tb_logs" / "pretrain-breastmnist")
+    for split in ("train", "val"):
+        assert {f"{split}/loss", f"{split}/acc_top1", f"{split}/acc_top5", f"{split}/acc_mean_pos"} <= tags
+    assert "train/lr" in tags
+    checkpoints = list((folder / "tb_logs" / "pretrain-breastmnist").rglob("epoch=*-val_acc_top5=*.ckpt"))
+    assert len(checkpoints) == 1 and list(folder.rglob("last.ckpt"))
+
+
+def test_existing_checkpoint_is_never_overwritten_without_flag(out, data_dir, capsys):
+    final = models_dir("simclr") / "pretrain-breastmnist.ckpt"
+    before = final.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(simclr_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists" in err and "--overwrite" in err
+    assert final.read_bytes() == before
+
+
+def test_simclr_test_reports_probe_metrics(out, data_dir, capsys):
+    simclr_test.main(["--checkpoint", "pretrain-breastmnist", "--data-dir", str(data_dir), "--probe-epochs", "3"])
+    printed = capsys.readouterr().out
+    assert "test ACC" in printed and "test AUROC" in printed and "test contrastive" in printed
+    result = json.loads((models_dir("simclr") / "pretrain-breastmnist.test.json").read_text())
+    assert 0 <= result["acc"] <= 1 and 0 <= result["auroc"] <= 1 and len(result["per_class_acc"]) == 2
+
+
+def test_logistic_regression_train_and_test(out, data_dir, capsys):
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3",
+                   "--encoder", "pretrain-breastmnist", "--samples-per-class", "5"])
+    head = models_dir("logistic_regression") / "downstream-breastmnist-5-spc.ckpt"
+    saved = torch.load(head, weights_only=True)
+    assert saved["hyper_parameters"]["encoder"] == str(models_dir("simclr") / "pretrain-breastmnist.ckpt")
+    assert set(saved["state_dict"]) == {"head.weight", "head.bias"}  # the encoder is not copied
+    lr_test.main(["--checkpoint", "downstream-breastmnist-5-spc", "--data-dir", str(data_dir)])  # knows its encoder
+    printed = capsys.readouterr().out
+    assert "malignant" in printed and "test AUROC" in printed
+    assert json.loads(head.with_name(head.stem + ".test.json").read_text())["encoder"].endswith("pretrain-breastmnist.ckpt")
+    tags = scalar_tags(models_dir("logistic_regression") / "tb_logs")
+    assert {"train/loss", "val/loss", "val/acc", "val/auroc"} <= tags
+
+
+def test_logistic_regression_leaves_encoder_untouched(data_dir):
+    encoder = ResNetEncoder().train()  # train mode on purpose: extraction must switch it to eval
+    before = copy.deepcopy(encoder.state_dict())
+    data = MedMNISTDataModule("bloodmnist", data_dir=data_dir)
+    features = FeatureDataModule(data, encoder.requires_grad_(False), batch_size=16)
+    head = LogisticRegressionModule(encoder.feature_dim, data.num_classes, max_epochs=2)
+    pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(head, features)
+    after = encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running stats/counters
+    assert any("running_mean" in k for k in before)
+
+
+def test_finetune_from_pretrained_and_test(out, data_dir, capsys):
+    resnet_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1",
+                       "--init", "pretrain-breastmnist", "--samples", "20", "--lr", "0.01"])
+    final = models_dir("resnet") / "downstream-breastmnist-20-samples.ckpt"
+    saved = torch.load(final, weights_only=True)
+    assert saved["hyper_parameters"]["lr"] == 0.01 and saved["optimizer_states"][0]["param_groups"][0]["lr"] == 0.01
+    resnet_test.main(["--checkpoint", str(final), "--data-dir", str(data_dir)])
+    assert json.loads(final.with_name(final.stem + ".test.json").read_text())["dataset"] == "breastmnist"
+
+
+def test_baseline_multilabel_and_rgb(out, data_dir, capsys):
+    for flag in ("chestmnist", "bloodmnist"):
+        resnet_train.main(["--dataset", flag, "--data-dir", str(data_dir), "--epochs", "1", "--init", "none"])
+        final = models_dir("resnet") / f"baseline-{flag}.ckpt"
+        assert torch.load(final, weights_only=True)["hyper_parameters"]["init"] is None
+        resnet_test.main(["--checkpoint", f"baseline-{flag}", "--dataset", flag, "--data-dir", str(data_dir)])
+        result = json.loads(final.with_name(final.stem + ".test.json").read_text())
+        assert len(result["per_class_acc"]) == {"chestmnist": 14, "bloodmnist": 8}[flag]
+        assert 0 <= result["auroc"] <= 1
+
+
+def test_commands_run_from_another_directory(out, data_dir, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "downstream/resnet/test.py"), "--checkpoint",
+                             "pretrain-breastmnist", "--data-dir", str(data_dir)],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: --checkpoint") and "Traceback" not in result.stderr
