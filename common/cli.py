@@ -46,6 +46,12 @@ def train_parser(description: str, epochs: int, batch_size: int) -> Parser:
     parser.add_argument("--name", default=None, help="run name: the model is saved as models/<name>.ckpt")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing models/<name>.ckpt")
     parser.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run --name from its last checkpoint (same options)")
+    parser.add_argument("--checkpoint-every-n-steps", type=positive_int, default=None,
+                        help="also save last.ckpt every N optimiser steps (it is always saved every epoch)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms only (cuDNN too): reproducible on GPU, slower")
     return parser
 
 

@@ -8,6 +8,7 @@ no per-image Python, no worker processes. Augmentation happens later, batched, o
 from __future__ import annotations
 
 import difflib
+import os
 import zipfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def npz_path(flag: str, size: int, data_dir: Path) -> Path:
     return Path(data_dir) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
 
 
+MIRROR_VARIABLE = "MEDSIMCLR_MEDMNIST_MIRROR"  # a base URL serving the npz files, instead of Zenodo
+
+
 def ensure_downloaded(flag: str, size: int, data_dir: Path) -> Path:
     """Return the npz path, downloading it with medmnist's own (md5-checked) download when missing."""
     path = npz_path(flag, size, data_dir)
@@ -52,16 +56,22 @@ def ensure_downloaded(flag: str, size: int, data_dir: Path) -> Path:
         return path
     dataset_cls = getattr(medmnist, dataset_info(flag)["python_class"])
     fetcher = dataset_cls.__new__(dataset_cls)  # only its download(): no arrays loaded twice
-    fetcher.info, fetcher.root = dataset_info(flag), str(path.parent)
     fetcher.size_flag = "" if size == 28 else f"_{size}"
+    fetcher.info, fetcher.root = dict(dataset_info(flag)), str(path.parent)
+    url_key = f"url{fetcher.size_flag}"
+    if os.environ.get(MIRROR_VARIABLE):
+        fetcher.info[url_key] = f"{os.environ[MIRROR_VARIABLE].rstrip('/')}/{path.name}"
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fetcher.download()
     except Exception as err:  # medmnist wraps every network/md5 failure in a RuntimeError
-        url = fetcher.info[f"url{fetcher.size_flag}"]
+        for folder in created:  # leave no empty folders behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise UserError(
             f"{path.name} is not in {path.parent} and could not be downloaded",
-            f"download {url} and put it at {path}, or pass --data-dir",
+            f"download {fetcher.info[url_key]} and put it at {path}, or pass --data-dir",
         ) from err
     return path
 

@@ -20,59 +20,84 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from utils import REPO_ROOT, models_dir, UserError, atomic_path, atomic_write_text
+from common.safety import AtomicCheckpointIO, SaveConfig, StopOnNonFiniteLoss
+from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
 
 def final_checkpoint(stage: str, name: str) -> Path:
     return models_dir(stage) / f"{name}.ckpt"
 
 
-def check_output(stage: str, name: str, overwrite: bool) -> Path:
-    """Refuse to reuse or overwrite `<name>.ckpt` unless asked; fail early if the folder is read-only."""
+def check_output(stage: str, name: str, overwrite: bool, resume: bool = False) -> Path:
+    """Refuse to reuse or overwrite `<name>.ckpt` unless asked; fail early (creating nothing) if the
+    models folder cannot be written."""
     final = final_checkpoint(stage, name)
     if final.exists() and not overwrite:
-        raise UserError(f"{final} already exists", "pass --overwrite to replace it, or choose another --name")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(final.parent / ".write-test") as probe:
-            probe.write_text("")
-        (final.parent / ".write-test").unlink()
-    except OSError as err:
-        raise UserError(f"cannot write to {final.parent} ({err.strerror})", "fix its permissions") from None
+        fix = "pass --overwrite to train it further" if resume else "pass --overwrite to replace it, or choose another --name"
+        raise UserError(f"{final} already exists", fix)
+    existing = next(p for p in [final.parent, *final.parent.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {final.parent} ({existing} is not a writable folder)",
+                        f"fix its permissions or set {OUTPUT_ROOT_VARIABLE} to a writable folder")
     return final
 
 
-def build_trainer(stage: str, name: str, args, monitor: str, mode: str, **overrides) -> pl.Trainer:
-    """A Trainer logging to TensorBoard and keeping the best (by `monitor`) and last checkpoints."""
-    logger = TensorBoardLogger(models_dir(stage) / "tb_logs", name=name, default_hp_metric=False)
+def resume_point(stage: str, name: str) -> tuple[int, Path]:
+    """(version, last.ckpt) of the newest attempt of run `name` that saved a checkpoint."""
+    runs = models_dir(stage) / "tb_logs" / name
+    found = sorted((int(p.parent.parent.name.split("_")[1]), p) for p in runs.glob("version_*/checkpoints/last.ckpt")
+                   if p.parent.parent.name.split("_")[1].isdigit())
+    if not found:
+        raise UserError(f"--resume: run {name} has no checkpoint to resume from in {runs}",
+                        "start it without --resume, or give the --name of the interrupted run")
+    return found[-1]
+
+
+def build_trainer(stage: str, name: str, args, monitor: str, mode: str, config: dict | None = None,
+                  version: int | None = None, **overrides) -> pl.Trainer:
+    """A Trainer logging to TensorBoard, keeping the best (by `monitor`) checkpoint and a `last.ckpt`
+    saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
+    logger = TensorBoardLogger(models_dir(stage) / "tb_logs", name=name, version=version, default_hp_metric=False)
     best = ModelCheckpoint(
         filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
-        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        monitor=monitor, mode=mode, save_top_k=1, auto_insert_metric_name=False,
     )
+    every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
+    latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
+                             save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
+    callbacks = [best, latest, StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=10)]
+    if config is not None:
+        callbacks.append(SaveConfig(config_record(config)))
     options = dict(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
         precision=args.precision,
         logger=logger,
-        callbacks=[best, TQDMProgressBar(refresh_rate=10)],
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         check_val_every_n_epoch=args.val_every,
         num_sanity_val_steps=0,  # data are in memory and checked on load; validation costs an epoch's time
         log_every_n_steps=10,
         enable_model_summary=False,
+        deterministic=getattr(args, "deterministic", False),
     )
     options.update(overrides)
     return pl.Trainer(**options)
 
 
 def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
-    return next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint))
+    return next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is not None)
+
+
+def latest_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is None)
 
 
 def finish_run(trainer: pl.Trainer, stage: str, name: str, config: dict) -> Path:
     """Copy the run's best checkpoint (or its last, if it never validated) to `<name>.ckpt`, atomically."""
     callback = best_checkpoint_callback(trainer)
-    source = callback.best_model_path or callback.last_model_path
+    source = callback.best_model_path or latest_checkpoint_callback(trainer).best_model_path
     final = final_checkpoint(stage, name)
     if trainer.global_rank == 0:
         with atomic_path(final) as tmp:
@@ -84,17 +109,20 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, config: dict) -> Path
     return final
 
 
-def write_config(path: Path, config: dict, trainer: pl.Trainer, source: str) -> None:
+def config_record(config: dict) -> dict:
     """The resolved configuration: options, data file md5, package versions, git commit."""
     data_file = config.get("data_file")
-    record = {
+    return {
         "options": config,
         "data_md5": file_md5(data_file) if data_file and Path(data_file).is_file() else None,
-        "checkpoint_source": str(source),
-        "tensorboard_dir": trainer.logger.log_dir if trainer.logger else None,
         "versions": {p: package_version(p) for p in ("torch", "torchvision", "pytorch-lightning", "medmnist")},
         "git_commit": git_commit(),
     }
+
+
+def write_config(path: Path, config: dict, trainer: pl.Trainer, source: str) -> None:
+    record = {**config_record(config), "checkpoint_source": str(source),
+              "tensorboard_dir": trainer.logger.log_dir if trainer.logger else None}
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
@@ -117,9 +145,13 @@ def git_commit() -> str | None:
 
 def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamodule: pl.LightningDataModule,
                  monitor: str, mode: str, config: dict) -> Path:
-    """Train with the shared Trainer, then save the best checkpoint as `<name>.ckpt`."""
-    trainer = build_trainer(stage, name, args, monitor, mode)
-    trainer.fit(model, datamodule=datamodule)
+    """Train with the shared Trainer (continuing the last attempt with --resume), then save the best
+    checkpoint as `<name>.ckpt`."""
+    version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)
+    trainer = build_trainer(stage, name, args, monitor, mode, config=config, version=version)
+    if last is not None:
+        print(f"resuming {name} from {last}")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
     if trainer.interrupted:
         raise UserError("training was interrupted", f"{final_checkpoint(stage, name)} was not written; "
                         f"checkpoints so far are in {trainer.logger.log_dir}")

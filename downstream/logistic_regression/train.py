@@ -49,9 +49,9 @@ def main(argv=None):
     name = args.name or f"downstream-{args.dataset}{subset_suffix(args)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
-    check_output("logistic_regression", name, args.overwrite)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed)
+    check_output("logistic_regression", name, args.overwrite, args.resume)
     seed_everything(args.seed)
     model = logreg.LogisticRegressionModule(
         feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,

@@ -50,11 +50,11 @@ def main(argv=None):
     name = args.name or f"{'baseline' if scratch else 'downstream'}-{args.dataset}{subset_suffix(args)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
-    check_output("resnet", name, args.overwrite)
     data.load()
     data.batch_size = min(args.batch_size, data.num_train())
     seed_everything(args.seed)
     model = build_model(args, data)
+    check_output("resnet", name, args.overwrite, args.resume)
     config = {**vars(args), "name": name, "init": model.hparams.init, "data_file": str(data.path)}
     fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", config=config)
 

@@ -46,6 +46,7 @@ class SimCLRModule(pl.LightningModule):
         self.augment = build_augmentation(aug, size)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generators: dict[str, torch.Generator] = {}
+        self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(views))  # (2N, hidden_dim)
@@ -55,7 +56,15 @@ class SimCLRModule(pl.LightningModule):
         if reset or split not in self.generators or self.generators[split].device != self.device:
             seed = self.hparams.seed + (VAL_AUG_SEED_OFFSET if split == "val" else 0)
             self.generators[split] = torch.Generator(device=self.device).manual_seed(seed)
+            if split in self.restored_rng and not reset:  # --resume: continue the interrupted random stream
+                self.generators[split].set_state(self.restored_rng.pop(split))
         return self.generators[split]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["augmentation_rng"] = {"train": self.generator("train").get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.restored_rng = dict(checkpoint.get("augmentation_rng", {}))
 
     def on_validation_epoch_start(self) -> None:
         self.generator("val", reset=True)

@@ -33,7 +33,6 @@ def main(argv=None):
     name = args.name or f"pretrain-{args.dataset}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
                               seed=args.seed, drop_last=True)
-    check_output("simclr", name, args.overwrite)
     data.load()
     n_train = data.num_train()
     if args.batch_size is not None and args.batch_size > n_train:
@@ -50,6 +49,7 @@ def main(argv=None):
         ckpt = read_checkpoint(init)
         expect_kind(ckpt, init, ("simclr",), "--init")
         load_weights(model, our_state_dict(ckpt), f"--init {init.name}")
+    check_output("simclr", name, args.overwrite, args.resume)
     config = {**vars(args), "name": name, "batch_size": data.batch_size, "data_file": str(data.path)}
     fit_and_save("simclr", name, args, model, data, monitor="val/acc_top5", mode="max", config=config)
 

@@ -1,0 +1,53 @@
+"""Runs that survive interruption: atomic checkpoint files, a stop on non-finite loss, the saved config."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback
+
+from utils import UserError, atomic_path, atomic_write_text
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file in the same folder, fsync, then rename over the final name:
+    a crash during a save never leaves a truncated file under the final name."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(Path(path)) as tmp:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+class NonFiniteLossError(UserError):
+    pass
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop before the backward pass of a NaN/inf loss, so no bad weights are ever checkpointed."""
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            folder = Path(trainer.logger.log_dir) / "checkpoints" if trainer.logger else "the run's folder"
+            raise NonFiniteLossError(
+                f"loss is {float(loss.detach())} at step {trainer.global_step} (epoch {trainer.current_epoch})",
+                f"the last good checkpoint is kept in {folder}; try a lower --lr, then --resume or start again")
+
+
+class SaveConfig(Callback):
+    """Write the resolved configuration next to the run's checkpoints when training starts."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == 0 and trainer.logger is not None:
+            folder = Path(trainer.logger.log_dir) / "checkpoints"
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "config.json", json.dumps(self.record, indent=2, default=str) + "\n")
