@@ -31,15 +31,13 @@ STUDY_PREFIXES = {
 
 
 def _attribute_dict_globals() -> list:
-    """Lightning pickles hyper-parameters as an AttributeDict (a dict): allow it under its 1.9 and 2.x paths."""
-    from lightning_fabric.utilities.data import AttributeDict
-
+    """Lightning 1.9 pickled hyper-parameters as an AttributeDict (a dict subclass): read it as a plain dict."""
     names = [
         "pytorch_lightning.utilities.parsing.AttributeDict",
         "lightning_fabric.utilities.data.AttributeDict",
         "lightning.fabric.utilities.data.AttributeDict",
     ]
-    return [(AttributeDict, name) for name in names]
+    return [(dict, name) for name in names]
 
 
 def read_checkpoint(path: str | Path) -> dict:

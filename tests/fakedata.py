@@ -8,7 +8,7 @@ import numpy as np
 
 # flag -> (train, val, test) sizes; flags chosen to cover grey binary, RGB multi-class and multi-label
 SPLIT_SIZES = {"breastmnist": (48, 16, 16), "bloodmnist": (64, 24, 24), "chestmnist": (48, 16, 16),
-               "retinamnist": (40, 16, 20)}
+               "retinamnist": (40, 16, 20), "dermamnist": (42, 14, 14)}
 
 
 def make_split(flag: str, n: int, size: int, rng: np.random.Generator):
@@ -27,10 +27,10 @@ def make_split(flag: str, n: int, size: int, rng: np.random.Generator):
     return (images[..., 0] if channels == 1 else images), labels
 
 
-def write_npz(folder: Path, flag: str, size: int = 28, seed: int = 0) -> Path:
+def write_npz(folder: Path, flag: str, size: int = 28, seed: int = 0, splits: tuple | None = None) -> Path:
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in zip(("train", "val", "test"), SPLIT_SIZES[flag]):
+    for split, n in zip(("train", "val", "test"), splits or SPLIT_SIZES[flag]):
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = make_split(flag, n, size, rng)
     path = Path(folder) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
     np.savez_compressed(path, **arrays)
