@@ -57,6 +57,19 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         sys.exit(130)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` intra-op threads (tiny ops are fastest, and robust to load, on one)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (the augmentation generator is seeded by its owner from `seed`)."""
     import numpy as np

@@ -25,10 +25,9 @@ def extract_features(encoder: torch.nn.Module, images: torch.Tensor, device: tor
 class FeatureDataModule(pl.LightningDataModule):
     """The MedMNIST DataModule's splits, passed once through a frozen encoder and kept in memory."""
 
-    def __init__(self, data: MedMNISTDataModule, encoder: torch.nn.Module, batch_size: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, data: MedMNISTDataModule, encoder: torch.nn.Module, device: torch.device | str = "cpu"):
         super().__init__()
-        self.data, self.encoder, self.batch_size = data, encoder, batch_size
+        self.data, self.encoder = data, encoder
         self.device = torch.device(device)
         self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -46,7 +45,8 @@ class FeatureDataModule(pl.LightningDataModule):
         return InMemoryLoader(features, labels, min(batch_size, len(features)), EpochShuffler(shuffle, self.data.seed))
 
     def train_dataloader(self) -> InMemoryLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """The whole shuffled split per epoch: the logistic-regression module minibatches it itself."""
+        return self._loader("train", len(self.features["train"][0]), shuffle=True)
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", self.data.eval_batch_size, shuffle=False)

@@ -97,7 +97,7 @@ def test_logistic_regression_leaves_encoder_untouched(data_dir):
     encoder = ResNetEncoder().train()  # train mode on purpose: extraction must switch it to eval
     before = copy.deepcopy(encoder.state_dict())
     data = MedMNISTDataModule("bloodmnist", data_dir=data_dir)
-    features = FeatureDataModule(data, encoder.requires_grad_(False), batch_size=16)
+    features = FeatureDataModule(data, encoder.requires_grad_(False))
     head = LogisticRegressionModule(encoder.feature_dim, data.num_classes, max_epochs=2)
     pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(head, features)
     after = encoder.state_dict()
@@ -132,3 +132,15 @@ def test_commands_run_from_another_directory(out, data_dir, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("error: --checkpoint") and "Traceback" not in result.stderr
+
+
+def test_logistic_regression_makes_one_update_per_minibatch(data_dir):
+    data = MedMNISTDataModule("bloodmnist", data_dir=data_dir)  # 64 training images
+    features = FeatureDataModule(data, ResNetEncoder().requires_grad_(False))
+    head = LogisticRegressionModule(512, data.num_classes, max_epochs=3, batch_size=10)
+    before = head.head.weight.detach().clone()
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(head, features)
+    assert trainer.global_step == 3 * 7  # ceil(64 / 10) AdamW updates per epoch, counted by Lightning
+    assert not torch.equal(before, head.head.weight)
+    assert head.lr_schedulers().last_epoch == 3

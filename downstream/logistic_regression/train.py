@@ -15,12 +15,12 @@ from models import ResNetEncoder
 from models.checkpoints import load_encoder
 from utils import resolve_checkpoint, run_cli, seed_everything
 
-BATCH_SIZE = 64  # the study's: min(64, N)
 EPOCHS = 100
 
 
 def parse_args(argv=None):
-    parser = train_parser("Logistic regression on frozen encoder features.", epochs=EPOCHS, batch_size=BATCH_SIZE)
+    parser = train_parser("Logistic regression on frozen encoder features.", epochs=EPOCHS,
+                          batch_size=logreg.BATCH_SIZE)
     add_samples_per_class(parser)
     parser.add_argument("--encoder", default=None,
                         help="SimCLR (or finetuned) checkpoint, path or run name, or 'random' for a randomly "
@@ -57,8 +57,8 @@ def main(argv=None):
         feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,
         dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
         encoder=str(encoder_path), encoder_md5=None if encoder_path == RANDOM else file_md5(encoder_path),
-        seed=args.seed)
-    features = FeatureDataModule(data, encoder, batch_size=min(args.batch_size, data.num_train()))
+        seed=args.seed, batch_size=min(args.batch_size, data.num_train()))
+    features = FeatureDataModule(data, encoder)
     config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path)}
     fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max", config=config)
 

@@ -15,7 +15,6 @@ from models.checkpoints import build_from_checkpoint
 from pretrain.simclr.module import SimCLRModule
 from utils import run_cli
 
-PROBE_BATCH = 64  # the study's logistic-regression batch
 PROBE_EPOCHS = 100  # as downstream/logistic_regression/train.py
 
 
@@ -29,7 +28,7 @@ def main(argv=None):
     trainer = test_trainer(args)
     contrastive = {k.split("/")[1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
     print("test contrastive: " + ", ".join(f"{k} {v:.4f}" for k, v in contrastive.items()))
-    features = FeatureDataModule(data, model.encoder.requires_grad_(False), batch_size=PROBE_BATCH)
+    features = FeatureDataModule(data, model.encoder.requires_grad_(False))
     probe = logreg.LogisticRegressionModule(model.encoder.feature_dim, data.num_classes, data.multilabel,
                                             data.flag, max_epochs=args.probe_epochs)
     test_trainer(args, max_epochs=args.probe_epochs, limit_val_batches=0).fit(probe, datamodule=features)
