@@ -52,6 +52,11 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # Lightning's own checks of --accelerator/--devices/--precision
+        if type(err).__name__ != "MisconfigurationException":
+            raise
+        print(f"error: {str(err).splitlines()[0]} (check --accelerator, --devices and --precision)", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted (the last saved checkpoint is kept)", file=sys.stderr)
         sys.exit(130)

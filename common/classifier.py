@@ -43,7 +43,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._split_metrics()
-        self.log_dict({f"val/{k}": metrics[k] for k in ("loss", "acc", "auroc")}, prog_bar=True)
+        self.log_dict({f"val/{k}": metrics[k] for k in ("loss", "acc", "auroc")}, prog_bar=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._outputs = []

@@ -50,6 +50,7 @@ def train_parser(description: str, epochs: int, batch_size: int) -> Parser:
                         help="continue the interrupted run --name from its last checkpoint (same options)")
     parser.add_argument("--checkpoint-every-n-steps", type=positive_int, default=None,
                         help="also save last.ckpt every N optimiser steps (it is always saved every epoch)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU; first steps slower)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms only (cuDNN too): reproducible on GPU, slower")
     return parser

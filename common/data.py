@@ -149,6 +149,7 @@ class EpochShuffler:
             order = torch.arange(n)
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = order[: len(order) - len(order) % self.world_size]  # equal shards: no rank waits for another
         return order[self.rank :: self.world_size]
 
 
@@ -246,7 +247,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         images, labels = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = EpochShuffler(shuffle, self.seed, rank if shuffle else 0, world if shuffle else 1)
-        return InMemoryLoader(images, labels, min(batch_size, len(images)), sampler, drop_last)
+        per_device = len(sampler.indices(len(images)))  # --batch-size is per device, as in Lightning
+        return InMemoryLoader(images, labels, max(1, min(batch_size, per_device)), sampler, drop_last)
 
     def train_dataloader(self) -> InMemoryLoader:
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)

@@ -170,6 +170,8 @@ BAD_INPUTS = {
     "unknown aug": ("pretrain/simclr/train.py", ["--aug", "fancy"], "--aug"),
     "output not writable": (FT, ["--init", "none"], "cannot write"),
     "resume with nothing": ("pretrain/simclr/train.py", ["--resume"], "no checkpoint to resume"),
+    "bf16 on a CPU": ("pretrain/simclr/train.py", ["--precision", "bf16-mixed", "--accelerator", "cpu"],
+                      "no fast bfloat16"),
 }
 
 

@@ -90,7 +90,7 @@ class SimCLRModule(pl.LightningModule):
             f"{split}/acc_top1": (rank == 0).float().mean(),
             f"{split}/acc_top5": (rank < TOP_K).float().mean(),
             f"{split}/acc_mean_pos": 1 + rank.mean(),
-        }, on_step=False, on_epoch=True, prog_bar=split == "train", batch_size=len(views) // 2)
+        }, on_step=False, on_epoch=True, prog_bar=split == "train", batch_size=len(views) // 2, sync_dist=True)
         return loss
 
     def gather_views(self, z: torch.Tensor) -> torch.Tensor:
