@@ -65,7 +65,7 @@ def check_subset_options(args: argparse.Namespace) -> None:
     if args.samples is not None and getattr(args, "samples_per_class", None) is not None:
         raise UserError("--samples and --samples-per-class exclude each other", "give only one")
     if args.samples is not None and args.samples <= 0:
-        raise UserError(f"--samples must be positive, got {args.samples}")
+        raise UserError(f"--samples must be positive, got {args.samples}", "give a number of training images")
 
 
 def subset_suffix(args: argparse.Namespace) -> str:

@@ -107,19 +107,21 @@ def _split_tensors(arrays: dict, split: str, path: Path, info: dict):
     return image_tensor.contiguous(), label_tensor if n_labels > 1 else label_tensor[:, 0]
 
 
-def select_subset(labels: torch.Tensor, samples: int | None, per_class: int | None, seed: int) -> torch.Tensor:
+def select_subset(labels: torch.Tensor, samples: int | None, per_class: int | None, seed: int,
+                  num_classes: int = 0) -> torch.Tensor:
     """Indices of `samples` random training images, or `per_class` random images of every class."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=generator)
     if samples is not None:
         if not 0 < samples <= len(labels):
-            raise UserError(f"--samples {samples} is not between 1 and the {len(labels)} training images")
+            raise UserError(f"--samples {samples} is not between 1 and the {len(labels)} training images",
+                            f"use --samples {len(labels)} or less")
         return order[:samples].sort().values
     if per_class is None:
         return torch.arange(len(labels))
     if labels.ndim > 1:
         raise UserError("--samples-per-class needs single-label data", "use --samples for multi-label datasets")
-    counts = torch.bincount(labels)
+    counts = torch.bincount(labels, minlength=num_classes)
     smallest = int(counts.argmin())
     if per_class <= 0 or per_class > counts[smallest]:
         raise UserError(
@@ -232,7 +234,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
             raise UserError(f"{self.path} does not exist", "check --data-dir or allow the download")
         splits = load_splits(self.path, self.info)
         images, labels = splits["train"]
-        keep = select_subset(labels, self.samples, self.samples_per_class, self.seed)
+        keep = select_subset(labels, self.samples, self.samples_per_class, self.seed, self.num_classes)
         splits["train"] = (images[keep], labels[keep])
         self.splits = splits
         return self
