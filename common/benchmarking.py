@@ -1,0 +1,376 @@
+"""The measurements of `scripts/benchmark.py`: SimCLR training speed, augmentation, the linear probe.
+
+Every timed loop follows one rule: synchronise the device, read `time.perf_counter()`, run `steps` steps
+without any further synchronisation, synchronise, read the clock again. Throughput is the work of those
+steps over that interval. Per-step times (and their median, robust to a busy machine) are only reported
+on the CPU, where they need no synchronisation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import medmnist
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from common.augment import build_augmentation
+from common.classifier import ClassifierModule
+from common.data import SPLITS, MedMNISTDataModule, is_multilabel, npz_path
+from common.features import FeatureDataModule, extract_features
+from common.normalize import normalize, to_unit
+from common.safety import StopOnNonFiniteLoss
+from downstream.logistic_regression import module as logreg
+from models import ResNetEncoder
+from pretrain.simclr.loss import nt_xent
+from pretrain.simclr.module import SimCLRModule
+from utils import seed_everything
+
+AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+# ------------------------------------------------------------------------------ synthetic data
+def synthetic_split(flag: str, n: int, size: int, rng: np.random.Generator):
+    """n images and labels in MedMNIST's format (as tests/fakedata.make_split), written chunk by chunk
+    so that large flags at 224 px need no float copy of the whole split."""
+    info = medmnist.INFO[flag]
+    k, channels = len(info["label"]), info["n_channels"]
+    if is_multilabel(info):
+        labels = (rng.random((n, k)) < 0.3).astype(np.uint8)
+        level = labels[:, : min(k, 4)].sum(1)
+    else:
+        labels = (np.arange(n) % k)[:, None].astype(np.uint8)
+        rng.shuffle(labels)
+        level = labels[:, 0]
+    images = np.empty((n, size, size, channels), dtype=np.uint8)
+    ramp = np.linspace(0, 1, size, dtype=np.float32)[None, :, None, None]
+    chunk = max(1, (1 << 22) // (size * size * channels))
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        base = rng.integers(0, 60, size=images[part].shape, dtype=np.uint8)
+        shade = ramp * ((level[part, None, None, None] + 1) * 180 / k).astype(np.float32)
+        images[part] = np.clip(base + shade, 0, 255).astype(np.uint8)
+    return (images[..., 0] if channels == 1 else images), labels
+
+
+def write_synthetic(folder: Path, flag: str, size: int = 28, seed: int = 0) -> Path:
+    """`<folder>/<flag>[_<size>].npz` with the real split sizes of `flag` (medmnist.INFO n_samples)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in SPLITS:
+        n = medmnist.INFO[flag]["n_samples"][split]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = synthetic_split(flag, n, size, rng)
+    path = npz_path(flag, size, Path(folder))
+    np.savez(path, **arrays)  # uncompressed: quick to write, np.load reads both kinds
+    return path
+
+
+# ------------------------------------------------------------------------------ timing helpers
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(marks: list[float], items_per_step: int, device: torch.device) -> dict:
+    """marks: clock readings at the start of the first timed step and after each timed step."""
+    steps, total = len(marks) - 1, marks[-1] - marks[0]
+    result = {"steps": steps, "seconds": total, "per_s": items_per_step * steps / total,
+              "step_ms": 1000 * total / steps}
+    if device.type == "cpu":  # per-step readings are exact only without asynchronous kernels
+        result["step_ms_median"] = 1000 * statistics.median(b - a for a, b in zip(marks, marks[1:]))
+    return result
+
+
+def timed_loop(step, warmup: int, steps: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    marks = [time.perf_counter()]
+    for _ in range(steps):
+        step()
+        marks.append(time.perf_counter())
+    sync(device)
+    marks[-1] = time.perf_counter()
+    return marks
+
+
+@contextmanager
+def quiet_lightning():
+    """Hide Lightning's start-up notices (GPU available, ...) so that the table stays readable."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(), "cpus_usable": affinity, "cpu_model": cpu_model(),
+        "torch_threads": torch.get_num_threads(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ------------------------------------------------------------------------------ 1. compute-only limit
+def simclr_model(args, in_channels: int = 3) -> SimCLRModule:
+    """The pretraining stage's module with the benchmark's settings (as pretrain/simclr/train.py builds it).
+
+    --compile compiles the encoder in place, as common.trainer.fit_and_save does for the stage's --compile,
+    in both measurements (compiling the LightningModule would also compile training_step and its self.log).
+    """
+    model = SimCLRModule(arch=args.arch, in_channels=in_channels, dataset=args.dataset, size=args.size,
+                         aug=args.aug, seed=args.seed, channels_last=args.channels_last)
+    if args.compile:
+        model.encoder.compile()
+    return model
+
+
+def compute_only(args, channels: int, device: torch.device) -> dict:
+    """forward + NT-Xent + backward + AdamW on pre-augmented, normalised views already on the device."""
+    seed_everything(args.seed)
+    model = simclr_model(args).to(device)
+    model.to(memory_format=model.memory_format).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    views = torch.rand(2 * args.batch_size, channels, args.size, args.size, generator=generator, device=device)
+    views = normalize(views).contiguous(memory_format=model.memory_format)
+    dtype = AUTOCAST_DTYPES.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            loss, _ = nt_xent(model(views), model.hparams.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    marks = timed_loop(step, args.warmup, args.steps, device)
+    result = throughput(marks, args.batch_size, device)
+    result["images_per_s"] = result.pop("per_s")
+    return result
+
+
+# ------------------------------------------------------------------------------ 2. real pretraining path
+class StepTimer(pl.Callback):
+    """Clock readings after the last warm-up batch and after every timed batch: each interval holds one
+    whole step (batch slicing, transfer, augmentation, forward, backward, optimizer, Lightning's hooks)."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.batches, self.marks = warmup, steps, 0, []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.warmup == 0:
+            sync(pl_module.device)
+            self.marks = [time.perf_counter()]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        last = self.batches == self.warmup + self.steps
+        if self.batches == self.warmup or last:
+            sync(pl_module.device)
+        if self.warmup <= self.batches <= self.warmup + self.steps:
+            self.marks.append(time.perf_counter())
+
+
+def pretrain_path(args, data: MedMNISTDataModule, accelerator: str) -> dict:
+    """SimCLR under a real Trainer: MedMNISTDataModule (drop_last) + batched augmentation + SimCLRModule, with
+    the stages' per-step NaN check (a host sync on CUDA); without logger, checkpoints and progress bar."""
+    seed_everything(args.seed)
+    model = simclr_model(args)
+    timer = StepTimer(args.warmup, args.steps)
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer, StopOnNonFiniteLoss()])
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=data)
+        fit_seconds = time.perf_counter() - start
+    if len(timer.marks) != args.steps + 1:
+        raise RuntimeError(f"the Trainer ran {timer.batches} batches, expected {args.warmup + args.steps}")
+    result = throughput(timer.marks, data.batch_size, trainer.strategy.root_device)
+    result["images_per_s"] = result.pop("per_s")
+    result["fit_seconds"] = fit_seconds  # the whole fit: set-up, warm-up and timed steps
+    result["steps_per_epoch"] = len(data.train_dataloader())
+    return result
+
+
+# ------------------------------------------------------------------------------ 3. augmentation alone
+def augmentation(args, images: torch.Tensor, names, device: torch.device) -> dict:
+    """What SimCLRModule.on_after_batch_transfer does to a batch: uint8 -> 2 views -> normalised."""
+    images = images.to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    results = {}
+    for name in names:
+        augment = build_augmentation(name, args.size).to(device)
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+
+        def step():
+            x = to_unit(images)
+            views = torch.cat([augment(x, generator), augment(x, generator)])
+            normalize(views).contiguous(memory_format=memory_format)
+
+        result = throughput(timed_loop(step, args.warmup, args.steps, device), 2 * len(images), device)
+        result["views_per_s"] = result.pop("per_s")
+        results[name] = result
+    return results
+
+
+# ------------------------------------------------------------------------------ 4. logistic regression
+
+
+class ValidationTimer(pl.Callback):
+    """Seconds spent in the validation loops of a fit."""
+
+    def __init__(self):
+        self.seconds, self.start = 0.0, 0.0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
+        self.seconds += time.perf_counter() - self.start
+
+
+def logreg_trainer(args, accelerator: str, callbacks: list) -> pl.Trainer:
+    """As common.trainer.build_trainer configures it, without logger, checkpoints and progress bar."""
+    callbacks = [*callbacks, StopOnNonFiniteLoss()]
+    return pl.Trainer(
+        max_epochs=args.lr_epochs, accelerator=accelerator, devices=1, precision=args.precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, check_val_every_n_epoch=1, num_sanity_val_steps=0,
+        log_every_n_steps=10, enable_model_summary=False, callbacks=callbacks)
+
+
+def extract_splits(features: FeatureDataModule, device: torch.device) -> dict:
+    """What FeatureDataModule.setup does, split by split and timed; the Trainer's setup then finds them done."""
+    seconds = {}
+    for split, (images, labels) in features.data.splits.items():
+        sync(device)
+        start = time.perf_counter()
+        features.features[split] = (extract_features(features.encoder, images, device), labels.to(device))
+        sync(device)
+        seconds[split] = time.perf_counter() - start
+    return seconds
+
+
+class PerStepHead(logreg.LogisticRegressionModule):
+    """The slow way, as the study trained its head: one Lightning step (automatic optimisation) per
+    minibatch. The same updates as the stage's module, for comparing time and test accuracy."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.automatic_optimization = True
+
+    training_step = ClassifierModule.training_step
+
+    def on_train_epoch_end(self) -> None:
+        pass  # Lightning steps the scheduler itself under automatic optimisation
+
+
+class PerStepFeatures(FeatureDataModule):
+    def train_dataloader(self):
+        return self._loader("train", logreg.BATCH_SIZE, shuffle=True)
+
+
+def slow_way(args, data: MedMNISTDataModule, features: FeatureDataModule, accelerator: str) -> dict:
+    """Train and test the head the slow way on the same cached features: seconds and test accuracy."""
+    model = head(args, data, features.features["train"][0].shape[1], features.device, PerStepHead)
+    slow = PerStepFeatures(data, features.encoder, device=features.device)
+    slow.features = features.features
+    with quiet_lightning():
+        trainer = logreg_trainer(args, accelerator, [])
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=slow)
+        seconds = time.perf_counter() - start
+        trainer.test(model, datamodule=slow, verbose=False)
+    return {"train_seconds": seconds, "updates": trainer.global_step, "test_acc": model.test_results["acc"],
+            "test_auroc": model.test_results["auroc"]}
+
+
+def head(args, data: MedMNISTDataModule, feature_dim: int, device: torch.device,
+         cls=logreg.LogisticRegressionModule):
+    seed_everything(args.seed)
+    return cls(
+        feature_dim=feature_dim, num_classes=data.num_classes, multilabel=data.multilabel, dataset=args.dataset,
+        max_epochs=args.lr_epochs, encoder="random", seed=args.seed,
+        batch_size=min(logreg.BATCH_SIZE, data.num_train())).to(device)
+
+
+def logistic_regression(args, data: MedMNISTDataModule, accelerator: str, device: torch.device) -> dict:
+    """The probe stage end to end: random-init encoder -> features of all splits -> head (Trainer) -> test."""
+    torch.manual_seed(args.seed)  # as downstream/logistic_regression/train.frozen_encoder("random")
+    encoder = ResNetEncoder(args.arch).requires_grad_(False)
+    features = FeatureDataModule(data, encoder, device=device)
+    extract = extract_splits(features, device)
+    model, validation = head(args, data, encoder.feature_dim, device), ValidationTimer()
+    with quiet_lightning():
+        trainer = logreg_trainer(args, accelerator, [validation])
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=features)
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        trainer.test(model, datamodule=features, verbose=False)
+        test_seconds = time.perf_counter() - start
+    extract_total = sum(extract.values())
+    steps = args.lr_epochs * -(-data.num_train() // model.hparams.batch_size)  # AdamW updates
+    reference = slow_way(args, data, features, accelerator)
+    return {
+        "extract_seconds": extract, "extract_total_seconds": extract_total,
+        "extract_images_per_s": sum(len(x) for x, _ in data.splits.values()) / extract_total,
+        "train_seconds": train_seconds, "validation_seconds": validation.seconds, "test_seconds": test_seconds,
+        "total_seconds": extract_total + train_seconds + test_seconds, "train_updates": steps,
+        "train_ms_per_update": 1000 * (train_seconds - validation.seconds) / steps,
+        "test_acc": model.test_results["acc"], "test_auroc": model.test_results["auroc"],
+        "slow_way": reference,
+    }
+
+
+# ------------------------------------------------------------------------------ 5. memory
+def reset_cuda_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None

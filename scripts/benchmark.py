@@ -1,0 +1,278 @@
+#!/usr/bin/env python
+"""How fast is SimCLR pretraining, and how far is it from what the model alone allows?
+
+    python scripts/benchmark.py                                   # pneumoniamnist, 28 px, batch 256
+    python scripts/benchmark.py --accelerator cuda --precision bf16-mixed --json bench.json
+    python scripts/benchmark.py --synthetic --skip logreg         # random images of the real split sizes
+
+Sections (each can be skipped with --skip):
+  compute   the SimCLR training step on views already augmented, normalised and on the device:
+            forward + NT-Xent + backward + AdamW. The upper limit of the real path.
+  pretrain  the real path: MedMNISTDataModule + batched augmentation + SimCLRModule under a Trainer,
+            and its ratio to `compute`, measured in the same process.
+  augment   each augmentation sequence alone, on the device, as on_after_batch_transfer runs it.
+  logreg    the logistic-regression stage end to end: features of all splits from a random-init encoder,
+            the head trained for --lr-epochs epochs under a Trainer (and as a bare torch loop), test accuracy.
+  memory    peak resident memory of the process and, on CUDA, peak allocated GPU memory per section.
+
+The benchmark never downloads: when the dataset's npz is not in --data-dir, it generates random images
+in MedMNIST's format with the real split sizes (as --synthetic does) and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from common import benchmarking as bench
+from common.augment import AUGMENTATIONS
+from common.cli import Parser, positive_int
+from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path
+from common.trainer import check_precision
+from models import ARCHITECTURES
+from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
+
+SECTIONS = ("compute", "pretrain", "augment", "logreg", "memory")
+# about 2 minutes for the default run on 2 quiet CPU cores (a ResNet-18 step on 512 views of 28 px: ~0.77 s
+# there with 2 threads; the logistic-regression stage: ~8 s). A busy machine makes everything slower.
+WARMUP, STEPS = 3, 60
+BUSY_LOAD = 0.75  # 1-minute load average per usable CPU above which the timings are flagged as noisy
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST 2D flag")
+    parser.add_argument("--size", type=int, default=28, choices=SIZES, help="image size")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with the MedMNIST npz files")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="use random images of the real split sizes even if the npz file exists")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per step (2 views each)")
+    parser.add_argument("--arch", default="resnet18", choices=list(ARCHITECTURES))
+    parser.add_argument("--aug", default="novel", choices=AUGMENTATIONS, help="sequence of the pretraining path")
+    parser.add_argument("--steps", type=positive_int, default=STEPS, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=non_negative_int, default=WARMUP, help="untimed steps before them")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compute and pretrain)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels-last memory format for the model and its input (SimCLRModule's default)")
+    parser.add_argument("--lr-epochs", type=positive_int, default=100, help="epochs of the logistic-regression head")
+    parser.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
+                        help=f"sections to skip: {', '.join(SECTIONS)}")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch.set_num_threads; omitted: torch's own default")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
+    return parser.parse_args(argv)
+
+
+def resolve_device(args) -> tuple[str, torch.device]:
+    """(Lightning accelerator, torch device); refuses precisions that do not make sense on the device."""
+    cuda = args.accelerator == "cuda" or (args.accelerator == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--accelerator cuda: no CUDA device is available", "use --accelerator cpu")
+    check_precision(args.precision, "cuda" if cuda else "cpu")  # the stages' check: no bf16 or fp16 on a CPU
+    return ("cuda", torch.device("cuda", 0)) if cuda else ("cpu", torch.device("cpu"))
+
+
+def load_data(args, tmp: str) -> tuple[MedMNISTDataModule, bool]:
+    """The dataset, or a synthetic stand-in of its real split sizes when asked or when the file is missing."""
+    info = dataset_info(args.dataset)
+    path = npz_path(args.dataset, args.size, Path(args.data_dir).expanduser())
+    synthetic = args.synthetic or not path.is_file()
+    if synthetic:
+        sizes = "/".join(str(info["n_samples"][s]) for s in ("train", "val", "test"))
+        reason = "--synthetic" if args.synthetic else f"{path} not found"
+        print(f"*** SYNTHETIC DATA ({reason}): random {args.dataset}-shaped images, train/val/test = {sizes}. "
+              "Speeds are representative; the accuracy is not. ***", flush=True)
+        path = bench.write_synthetic(Path(tmp), args.dataset, args.size, args.seed)
+    data = MedMNISTDataModule(args.dataset, args.size, path.parent, batch_size=args.batch_size, seed=args.seed,
+                              drop_last=True, download=False).load()
+    if args.batch_size > data.num_train():
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {data.num_train()} training images",
+                        f"use --batch-size {data.num_train()} or less")
+    return data, synthetic
+
+
+def fresh_copy(data: MedMNISTDataModule, **changes) -> MedMNISTDataModule:
+    """Another DataModule on the same in-memory (CPU) splits: Trainer.setup moves a module's splits to CUDA."""
+    copy = MedMNISTDataModule(data.flag, data.size, data.path.parent, batch_size=data.batch_size, seed=data.seed,
+                              drop_last=data.drop_last, download=False, **changes)
+    copy.splits = dict(data.splits)
+    return copy
+
+
+def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch.device, results: dict) -> None:
+    """Sections 1-4 into `results`, each with its wall time and, on CUDA, its peak allocated memory."""
+    cuda_peaks = {}
+
+    def section(name, label, measure):
+        if name in args.skip:
+            return
+        print(f"running {label} ...", end=" ", flush=True)
+        bench.reset_cuda_peak(device)
+        start = time.perf_counter()
+        results[name] = measure()
+        results["wall_seconds"][name] = time.perf_counter() - start
+        print(f"{results['wall_seconds'][name]:.1f} s", flush=True)
+        if device.type == "cuda":
+            cuda_peaks[name] = bench.cuda_peak_mb(device)
+
+    section("compute", "1 compute-only limit", lambda: bench.compute_only(args, data.num_channels, device))
+    section("pretrain", "2 real pretraining path", lambda: bench.pretrain_path(args, fresh_copy(data), accelerator))
+    if "compute" in results and "pretrain" in results:
+        pretrain, compute = results["pretrain"], results["compute"]
+        pretrain["ratio_to_compute"] = pretrain["images_per_s"] / compute["images_per_s"]
+    images = data.splits["train"][0][: args.batch_size]
+    section("augment", "3 augmentation", lambda: bench.augmentation(args, images, AUGMENTATIONS, device))
+    section("logreg", "4 logistic regression", lambda: bench.logistic_regression(args, fresh_copy(data), accelerator,
+                                                                                  device))
+    if "memory" not in args.skip:
+        results["memory"] = {"peak_rss_mb": bench.peak_rss_mb()}
+        if device.type == "cuda":
+            results["memory"]["cuda_peak_mb"] = max(cuda_peaks.values(), default=bench.cuda_peak_mb(device))
+            results["memory"]["cuda_peak_mb_by_section"] = cuda_peaks
+
+
+def warn_if_busy(machine: dict) -> None:
+    load, cpus = machine["load_average"], machine["cpus_usable"]
+    if load and load[0] > BUSY_LOAD * cpus:
+        hint = " (a single torch thread suffers less from this: --threads 1)" if machine["torch_threads"] > 1 else ""
+        print(f"note: the machine is busy (load average {load[0]:.2f} on {cpus} CPUs): timings will be lower and "
+              f"noisy, as torch's threads wait for cores that other processes hold{hint}", flush=True)
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator, device = resolve_device(args)
+    machine = bench.machine_info(device)
+    print(f"machine: {machine['cpus_usable']} of {machine['cpu_count']} CPUs ({machine['cpu_model']}), "
+          f"torch {machine['torch']}, torch threads {machine['torch_threads']}, lightning {machine['lightning']}, "
+          f"device {device} ({machine['device_name']}), load average {fmt_load(machine['load_average'])}", flush=True)
+    warn_if_busy(machine)
+    results = {"settings": None, "machine": machine, "wall_seconds": {}}
+    with tempfile.TemporaryDirectory(prefix="benchmark-medmnist-") as tmp:
+        data, synthetic = load_data(args, tmp)
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        results["settings"] = {**settings, "synthetic": synthetic, "data_file": None if synthetic else str(data.path),
+                               "views_per_step": 2 * args.batch_size, "channels": data.num_channels}
+        run_sections(args, data, accelerator, device, results)
+    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return results
+
+
+# ------------------------------------------------------------------------------ the table
+def fmt_load(load) -> str:
+    return " ".join(f"{x:.2f}" for x in load) if load else "n/a"
+
+
+def fmt(value: float) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    rows = []
+
+    def add(section, what, value, unit=""):
+        rows.append((section, what, fmt(value), unit))
+
+    def steps(r):
+        add("", f"mean step ({r['steps']} timed steps)", r["step_ms"], "ms")
+        if "step_ms_median" in r:
+            add("", "median step", r["step_ms_median"], "ms")
+
+    if "compute" in results:
+        r = results["compute"]
+        add("1 compute-only", "fwd + NT-Xent + bwd + AdamW", r["images_per_s"], "images/s")
+        steps(r)
+    if "pretrain" in results:
+        r = results["pretrain"]
+        add("2 real pretraining", "Trainer: data + augment + step", r["images_per_s"], "images/s")
+        steps(r)
+        if "ratio_to_compute" in r:
+            add("", "ratio to compute-only", r["ratio_to_compute"], "x")
+        add("", "whole fit() incl. set-up + warm-up", r["fit_seconds"], "s")
+    if "augment" in results:
+        for i, (name, r) in enumerate(results["augment"].items()):
+            add("3 augmentation" if i == 0 else "", f"{name} (2 views + normalise)", r["views_per_s"], "views/s")
+    if "logreg" in results:
+        r = results["logreg"]
+        add("4 logistic regression", "feature extraction, 3 splits", r["extract_total_seconds"], "s")
+        add("", "  ... throughput", r["extract_images_per_s"], "images/s")
+        add("", f"head: Trainer.fit ({r['train_updates']} AdamW updates + val)", r["train_seconds"], "s")
+        add("", "  ... of which validation", r["validation_seconds"], "s")
+        add("", "  ... per update, without validation", r["train_ms_per_update"], "ms")
+        add("", "test", r["test_seconds"], "s")
+        add("", "total", r["total_seconds"], "s")
+        add("", "test accuracy (last epoch's head)", r["test_acc"])
+        slow = r["slow_way"]
+        add("", f"slow way: a Lightning step per update ({slow['updates']})", slow["train_seconds"], "s")
+        add("", "  ... its test accuracy", slow["test_acc"])
+    if "memory" in results:
+        r = results["memory"]
+        add("5 memory", "peak RSS of the process", r["peak_rss_mb"], "MB")
+        if "cuda_peak_mb" in r:
+            add("", "peak CUDA allocated", r["cuda_peak_mb"], "MB")
+            for name, mb in r["cuda_peak_mb_by_section"].items():
+                add("", f"  ... during {name}", mb, "MB")
+    return rows
+
+
+def format_table(results: dict) -> str:
+    s, m = results["settings"], results["machine"]
+    title = (f"SimCLR benchmark: {s['dataset']} {s['size']}px{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
+             f"batch {s['batch_size']} ({s['views_per_step']} views), {s['arch']}, aug {s['aug']}, {s['precision']}, "
+             f"{'channels-last' if s['channels_last'] else 'contiguous'}{', compiled' if s['compile'] else ''}, "
+             f"warm-up {s['warmup']} + {s['steps']} steps\n"
+             f"on {m['device']} ({m['device_name']}), torch threads {m['torch_threads']}, {m['cpus_usable']} CPUs, "
+             f"torch {m['torch']}, lightning {m['lightning']}, load average {fmt_load(m['load_average'])} "
+             f"-> {fmt_load(m.get('load_average_end'))}")
+    header = ("section", "measurement", "value", "unit")
+    rows = [header] + table_rows(results)
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [title, ""]
+    for i, row in enumerate(rows):
+        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=QUIET_WARNINGS)
+            results = run(args)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another program (the tests)
+    print()
+    print(format_table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(results, indent=2, allow_nan=True) + "\n")
+        print(f"\nwrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    run_cli(main)

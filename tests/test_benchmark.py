@@ -1,0 +1,99 @@
+"""Smoke test of scripts/benchmark.py on tiny generated data: every section runs and reports sane numbers.
+
+No timing is asserted: these machines are shared, and a benchmark's numbers are for people to read.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import medmnist
+import pytest
+
+from common.benchmarking import write_synthetic
+from common.data import MedMNISTDataModule
+from conftest import REPO
+from utils import UserError
+
+_spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
+
+SECTIONS = ("compute", "pretrain", "augment", "logreg", "memory")
+
+
+def numbers(tree, path=""):
+    """(path, value) of every number in a nested dict."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from numbers(value, f"{path}/{key}")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def test_every_section_runs_and_reports_positive_numbers(data_dir, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    returned = benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "8",
+                               "--steps", "2", "--warmup", "1", "--lr-epochs", "2", "--json", str(out),
+                               "--threads", "1"])  # one thread: quicker on a shared CI machine
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert set(SECTIONS) <= set(results)
+    assert not results["settings"]["synthetic"] and results["settings"]["batch_size"] == 8
+    assert set(results["augment"]) == {"natural", "simple", "novel", "greyscale"}
+    for section in SECTIONS:
+        found = dict(numbers(results[section]))
+        assert found, section
+        for path, value in found.items():
+            if path.endswith(("test_acc", "test_auroc")):
+                assert 0 <= value <= 1, (section, path, value)
+            else:
+                assert math.isfinite(value) and value > 0, (section, path, value)
+    assert results["compute"]["steps"] == results["pretrain"]["steps"] == 2
+    assert results["pretrain"]["ratio_to_compute"] > 0
+    assert results["logreg"]["train_updates"] == 2  # 2 epochs of one batch: min(64, 48 images)
+    assert results["machine"]["torch_threads"] == 1
+    # the table: a header line, one row per measurement, the synthetic warning absent for real files
+    assert "section" in printed and "measurement" in printed and "images/s" in printed
+    for label in ("1 compute-only", "2 real pretraining", "3 augmentation", "4 logistic regression", "5 memory"):
+        assert label in printed
+    assert "SYNTHETIC" not in printed
+
+
+def test_skip_leaves_sections_out(data_dir, capsys):
+    results = benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "4",
+                              "--steps", "1", "--warmup", "0", "--skip", "compute", "pretrain", "logreg"])
+    assert "compute" not in results and "pretrain" not in results and "logreg" not in results
+    assert set(results["augment"]) == {"natural", "simple", "novel", "greyscale"}
+    assert "5 memory" in capsys.readouterr().out
+
+
+def test_synthetic_data_has_the_real_split_sizes(tmp_path):
+    path = write_synthetic(tmp_path, "breastmnist", 28)
+    data = MedMNISTDataModule("breastmnist", 28, path.parent, download=False).load()
+    for split, (images, labels) in data.splits.items():
+        assert images.shape == (medmnist.INFO["breastmnist"]["n_samples"][split], 1, 28, 28)
+        assert len(labels) == len(images) and set(labels.tolist()) <= {0, 1}
+
+
+def test_missing_file_falls_back_to_synthetic_data(tmp_path, capsys):
+    results = benchmark.main(["--dataset", "breastmnist", "--data-dir", str(tmp_path), "--batch-size", "4",
+                              "--steps", "1", "--warmup", "0", "--skip", "compute", "pretrain", "logreg"])
+    assert results["settings"]["synthetic"] and results["settings"]["data_file"] is None
+    assert "SYNTHETIC DATA" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # generated in a temporary folder, removed afterwards
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_half_precision_is_refused_on_the_cpu(data_dir, precision):
+    with pytest.raises(UserError, match="32-true"):
+        benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--accelerator", "cpu",
+                        "--precision", precision])
+
+
+def test_batch_larger_than_the_training_split_is_refused(data_dir):
+    with pytest.raises(UserError, match="48 training images"):
+        benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "64",
+                        "--skip", "compute", "pretrain", "augment", "logreg"])
