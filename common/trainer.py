@@ -65,7 +65,7 @@ def check_precision(precision: str, accelerator: str) -> None:
         raise UserError(f"--precision {precision} needs a GPU", "use 32-true on the CPU")
 
 
-def build_trainer(stage: str, name: str, args, monitor: str, mode: str, config: dict | None = None,
+def build_trainer(stage: str, name: str, args, monitor: str, mode: str, record: dict | None = None,
                   version: int | None = None, **overrides) -> pl.Trainer:
     """A Trainer logging to TensorBoard, keeping the best (by `monitor`) checkpoint and a `last.ckpt`
     saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
@@ -79,8 +79,8 @@ def build_trainer(stage: str, name: str, args, monitor: str, mode: str, config: 
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                              save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
     callbacks = [best, latest, StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=10)]
-    if config is not None:
-        callbacks.append(SaveConfig(config_record(config)))
+    if record is not None:
+        callbacks.append(SaveConfig(record))
     options = dict(
         max_epochs=args.epochs,
         accelerator=args.accelerator,
@@ -107,7 +107,7 @@ def latest_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
     return next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is None)
 
 
-def finish_run(trainer: pl.Trainer, stage: str, name: str, config: dict) -> Path:
+def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path:
     """Copy the run's best checkpoint (or its last, if it never validated) to `<name>.ckpt`, atomically."""
     callback = best_checkpoint_callback(trainer)
     source = callback.best_model_path or latest_checkpoint_callback(trainer).best_model_path
@@ -118,7 +118,7 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, config: dict) -> Path
     if trainer.global_rank == 0:
         with atomic_path(final) as tmp:
             shutil.copyfile(source, tmp)
-        write_config(final.with_suffix(".config.json"), config, trainer, source)
+        write_config(final.with_suffix(".config.json"), record, trainer, source)
         score = callback.best_model_score
         best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
         print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}")
@@ -136,8 +136,8 @@ def config_record(config: dict) -> dict:
     }
 
 
-def write_config(path: Path, config: dict, trainer: pl.Trainer, source: str) -> None:
-    record = {**config_record(config), "checkpoint_source": str(source),
+def write_config(path: Path, record: dict, trainer: pl.Trainer, source: str) -> None:
+    record = {**record, "checkpoint_source": str(source),
               "tensorboard_dir": trainer.logger.log_dir if trainer.logger else None}
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
@@ -164,13 +164,14 @@ def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamod
     """Train with the shared Trainer (continuing the last attempt with --resume), then save the best
     checkpoint as `<name>.ckpt`."""
     version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)
-    trainer = build_trainer(stage, name, args, monitor, mode, config=config, version=version)
+    record = config_record(config)  # hashes the data file once
+    trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version)
     if getattr(args, "compile", False) and hasattr(model, "encoder"):
         model.encoder.compile()  # in place: state-dict keys stay as they are
     if last is not None:
         print(f"resuming {name} from {last}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
     if trainer.interrupted:
-        raise UserError("training was interrupted", f"{final_checkpoint(stage, name)} was not written; "
-                        f"checkpoints so far are in {trainer.logger.log_dir}")
-    return finish_run(trainer, stage, name, config)
+        raise UserError(f"training was interrupted; {final_checkpoint(stage, name)} was not written",
+                        "run the same command with --resume to continue from the last checkpoint")
+    return finish_run(trainer, stage, name, record)
