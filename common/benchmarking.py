@@ -16,14 +16,12 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import medmnist
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from common.augment import build_augmentation
 from common.classifier import ClassifierModule
-from common.data import SPLITS, MedMNISTDataModule, is_multilabel, npz_path
+from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule, extract_features
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
@@ -34,42 +32,6 @@ from pretrain.simclr.module import SimCLRModule
 from utils import seed_everything
 
 AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
-
-
-# ------------------------------------------------------------------------------ synthetic data
-def synthetic_split(flag: str, n: int, size: int, rng: np.random.Generator):
-    """n images and labels in MedMNIST's format (as tests/fakedata.make_split), written chunk by chunk
-    so that large flags at 224 px need no float copy of the whole split."""
-    info = medmnist.INFO[flag]
-    k, channels = len(info["label"]), info["n_channels"]
-    if is_multilabel(info):
-        labels = (rng.random((n, k)) < 0.3).astype(np.uint8)
-        level = labels[:, : min(k, 4)].sum(1)
-    else:
-        labels = (np.arange(n) % k)[:, None].astype(np.uint8)
-        rng.shuffle(labels)
-        level = labels[:, 0]
-    images = np.empty((n, size, size, channels), dtype=np.uint8)
-    ramp = np.linspace(0, 1, size, dtype=np.float32)[None, :, None, None]
-    chunk = max(1, (1 << 22) // (size * size * channels))
-    for start in range(0, n, chunk):
-        part = slice(start, start + chunk)
-        base = rng.integers(0, 60, size=images[part].shape, dtype=np.uint8)
-        shade = ramp * ((level[part, None, None, None] + 1) * 180 / k).astype(np.float32)
-        images[part] = np.clip(base + shade, 0, 255).astype(np.uint8)
-    return (images[..., 0] if channels == 1 else images), labels
-
-
-def write_synthetic(folder: Path, flag: str, size: int = 28, seed: int = 0) -> Path:
-    """`<folder>/<flag>[_<size>].npz` with the real split sizes of `flag` (medmnist.INFO n_samples)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split in SPLITS:
-        n = medmnist.INFO[flag]["n_samples"][split]
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = synthetic_split(flag, n, size, rng)
-    path = npz_path(flag, size, Path(folder))
-    np.savez(path, **arrays)  # uncompressed: quick to write, np.load reads both kinds
-    return path
 
 
 # ------------------------------------------------------------------------------ timing helpers

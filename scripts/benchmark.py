@@ -34,6 +34,7 @@ from common import benchmarking as bench
 from common.augment import AUGMENTATIONS
 from common.cli import Parser, positive_int
 from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path
+from common.synthetic import write_synthetic
 from common.trainer import check_precision
 from models import ARCHITECTURES
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
@@ -98,7 +99,7 @@ def load_data(args, tmp: str) -> tuple[MedMNISTDataModule, bool]:
         reason = "--synthetic" if args.synthetic else f"{path} not found"
         print(f"*** SYNTHETIC DATA ({reason}): random {args.dataset}-shaped images, train/val/test = {sizes}. "
               "Speeds are representative; the accuracy is not. ***", flush=True)
-        path = bench.write_synthetic(Path(tmp), args.dataset, args.size, args.seed)
+        path = write_synthetic(Path(tmp), args.dataset, args.size, args.seed)
     data = MedMNISTDataModule(args.dataset, args.size, path.parent, batch_size=args.batch_size, seed=args.seed,
                               drop_last=True, download=False).load()
     if args.batch_size > data.num_train():

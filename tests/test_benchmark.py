@@ -11,7 +11,7 @@ import math
 import medmnist
 import pytest
 
-from common.benchmarking import write_synthetic
+from common.synthetic import write_synthetic
 from common.data import MedMNISTDataModule
 from conftest import REPO
 from utils import UserError
