@@ -15,11 +15,45 @@ from test_download_checkpoints import Zenodo
 TRAINING_SHORTCUT = ["--epochs", "1"]  # the README's training commands, shortened for a test
 
 
-def readme_block(heading: str) -> list[str]:
+def readme_block(heading: str, index: int = 0) -> list[str]:
+    """The command lines of the index-th bash block under a README heading (comments dropped)."""
     text = (REPO / "README.md").read_text()
-    section = text.split(f"## {heading}\n", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[index]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def run_as_user(line: str, env: dict, extra: list[str]) -> None:
+    argv = shlex.split(line)
+    assert argv[0] == "python", line
+    argv[0] = sys.executable
+    if "train.py" in line:
+        argv += TRAINING_SHORTCUT
+    result = subprocess.run(argv + extra, env=env, cwd=REPO, capture_output=True, text=True)  # from the repo
+    assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+
+
+def user_home(tmp_path) -> dict:
+    """A HOME whose ~/.medmnist holds the datasets the README names, and outputs kept under tmp_path."""
+    home = tmp_path / "home"
+    (home / ".medmnist").mkdir(parents=True)
+    write_npz(home / ".medmnist", "bloodmnist", splits=(120, 24, 24))  # the README's probes take 100 samples
+    write_npz(home / ".medmnist", "dermamnist", splits=(120, 21, 21))
+    return {**os.environ, "HOME": str(home), "MEDSIMCLR_OUTPUT_ROOT": str(tmp_path / "out")}
+
+
+def test_quick_start_and_stage_commands_run_as_written(tmp_path):
+    env = user_home(tmp_path)
+    main_job = readme_block("Quick start", 0)[0].split("&& ")[-1]  # after the venv and pip install
+    assert main_job == "python pretrain/simclr/train.py --dataset bloodmnist"
+    for line in [main_job] + readme_block("Quick start", 2)[:-1] + readme_block("The three stages"):
+        run_as_user(line, env, [])
+    out = tmp_path / "out"
+    for stage, name in [("pretrain/simclr", "bloodmnist-then-derma"), ("downstream/resnet", "baseline-bloodmnist"),
+                        ("downstream/logistic_regression", "random-derma")]:
+        assert (out / stage / "models" / f"{name}.ckpt").is_file()
+    assert (out / "downstream/resnet/models/baseline-dermamnist-10-spc.test.json").is_file()
+    assert list((out / "pretrain/simclr/models").glob("*.tsne.png"))
 
 
 def test_published_checkpoint_commands_run_as_written(tmp_path):
@@ -31,22 +65,10 @@ def test_published_checkpoint_commands_run_as_written(tmp_path):
     server = Zenodo()
     server.files = {p.name: p.read_bytes() for p in study.iterdir()}
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    home = tmp_path / "home"
-    (home / ".medmnist").mkdir(parents=True)
-    write_npz(home / ".medmnist", "bloodmnist", splits=(120, 24, 24))  # the README's probe takes 100 samples
-    write_npz(home / ".medmnist", "dermamnist")
-    env = {**os.environ, "HOME": str(home), "MEDSIMCLR_OUTPUT_ROOT": str(tmp_path / "out")}
+    env = user_home(tmp_path)
     try:
         for line in readme_block("Published checkpoints"):
-            argv = shlex.split(line)
-            assert argv[0] == "python"
-            argv[0] = sys.executable
-            if "download_checkpoints.py" in line:
-                argv += ["--api-url", server.api]
-            if "train.py" in line:
-                argv += TRAINING_SHORTCUT
-            result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)  # as a user: from the repo
-            assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            run_as_user(line, env, ["--api-url", server.api] if "download_checkpoints.py" in line else [])
     finally:
         server.shutdown()
     out = tmp_path / "out"
