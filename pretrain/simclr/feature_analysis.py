@@ -163,7 +163,7 @@ def scatter_plot(points: np.ndarray, classes: np.ndarray, names: list[str], titl
         ax.legend(fontsize=LEGEND_SIZE, markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)  # the temporary name does not end in .png
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")  # tmp name: no .png suffix
     finally:
         plt.close(fig)
 
