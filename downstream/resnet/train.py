@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from common.cli import add_samples_per_class, check_subset_options, subset_suffix, train_parser
 from common.data import MedMNISTDataModule
 from common.trainer import check_output, fit_and_save
@@ -28,10 +30,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_model(args, data: MedMNISTDataModule):
-    """A classifier whose encoder comes from --init (or is random with --init none)."""
-    scratch = (args.init or "").lower() == "none"
-    path = None if scratch else resolve_checkpoint(args.init or f"pretrain-{args.dataset}", "simclr", "--init")
+def init_checkpoint(args) -> Path | None:
+    """The checkpoint named by --init (default pretrain-<dataset>), or None for --init none."""
+    if (args.init or "").lower() == "none":
+        return None
+    return resolve_checkpoint(args.init or f"pretrain-{args.dataset}", "simclr", "--init")
+
+
+def build_model(args, data: MedMNISTDataModule, path: Path | None):
+    """A classifier whose encoder comes from checkpoint `path` (random when None)."""
     encoder, hparams = (load_encoder(path, "--init", data.num_channels) if path
                         else (None, {"arch": args.arch, "in_channels": 3}))
     model = resnet.ResNetClassifier(
@@ -46,14 +53,14 @@ def build_model(args, data: MedMNISTDataModule):
 def main(argv=None):
     args = parse_args(argv)
     check_subset_options(args)
-    scratch = (args.init or "").lower() == "none"
-    name = args.name or f"{'baseline' if scratch else 'downstream'}-{args.dataset}{subset_suffix(args)}"
+    path = init_checkpoint(args)
+    name = args.name or f"{'baseline' if path is None else 'downstream'}-{args.dataset}{subset_suffix(args)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     data.batch_size = min(args.batch_size, data.num_train())
     seed_everything(args.seed)
-    model = build_model(args, data)
+    model = build_model(args, data, path)
     check_output("resnet", name, args.overwrite, args.resume)
     config = {**vars(args), "name": name, "init": model.hparams.init, "data_file": str(data.path)}
     fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", config=config)
