@@ -146,6 +146,10 @@ class EpochShuffler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def count(self, n: int) -> int:
+        """How many of n items this rank sees per epoch (len of `indices(n)`, without permuting)."""
+        return n // self.world_size
+
     def indices(self, n: int) -> torch.Tensor:
         if not self.shuffle:
             order = torch.arange(n)
@@ -164,7 +168,7 @@ class InMemoryLoader:
         self.images, self.labels, self.batch_size, self.sampler, self.drop_last = images, labels, batch_size, sampler, drop_last
 
     def __len__(self) -> int:
-        n = len(self.sampler.indices(len(self.images)))
+        n = self.sampler.count(len(self.images))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
@@ -249,7 +253,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
         images, labels = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = EpochShuffler(shuffle, self.seed, rank if shuffle else 0, world if shuffle else 1)
-        per_device = len(sampler.indices(len(images)))  # --batch-size is per device, as in Lightning
+        per_device = sampler.count(len(images))  # --batch-size is per device, as in Lightning
         return InMemoryLoader(images, labels, max(1, min(batch_size, per_device)), sampler, drop_last)
 
     def train_dataloader(self) -> InMemoryLoader:

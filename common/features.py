@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from common.data import EpochShuffler, InMemoryLoader, MedMNISTDataModule
+from common.data import SPLITS, EpochShuffler, InMemoryLoader, MedMNISTDataModule
 from common.normalize import normalize, to_unit
 
 FEATURE_BATCH = 1024  # images per forward pass when extracting features
@@ -23,11 +23,14 @@ def extract_features(encoder: torch.nn.Module, images: torch.Tensor, device: tor
 
 
 class FeatureDataModule(pl.LightningDataModule):
-    """The MedMNIST DataModule's splits, passed once through a frozen encoder and kept in memory."""
+    """The MedMNIST DataModule's splits, passed once through a frozen encoder and kept in memory.
 
-    def __init__(self, data: MedMNISTDataModule, encoder: torch.nn.Module, device: torch.device | str = "cpu"):
+    `splits`: which to encode (evaluating a trained head needs only the test split)."""
+
+    def __init__(self, data: MedMNISTDataModule, encoder: torch.nn.Module, device: torch.device | str = "cpu",
+                 splits: tuple[str, ...] = SPLITS):
         super().__init__()
-        self.data, self.encoder = data, encoder
+        self.data, self.encoder, self.splits = data, encoder, splits
         self.device = torch.device(device)
         self.features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -37,7 +40,8 @@ class FeatureDataModule(pl.LightningDataModule):
         self.data.load()
         if self.trainer is not None:
             self.device = self.trainer.strategy.root_device
-        for split, (images, labels) in self.data.splits.items():
+        for split in self.splits:
+            images, labels = self.data.splits[split]
             self.features[split] = (extract_features(self.encoder, images, self.device), labels.to(self.device))
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> InMemoryLoader:

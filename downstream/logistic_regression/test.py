@@ -26,7 +26,7 @@ def main(argv=None):
     if reference is None:
         raise UserError(f"{path.name} does not record its encoder", "pass --encoder pretrain-<dataset> or a path")
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed)
-    features = FeatureDataModule(data, encoder)
+    features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
                                              "encoder": str(encoder_path)})

@@ -15,11 +15,9 @@ from models import ResNetEncoder
 from models.checkpoints import load_encoder
 from utils import resolve_checkpoint, run_cli, seed_everything
 
-EPOCHS = 100
-
 
 def parse_args(argv=None):
-    parser = train_parser("Logistic regression on frozen encoder features.", epochs=EPOCHS,
+    parser = train_parser("Logistic regression on frozen encoder features.", epochs=logreg.EPOCHS,
                           batch_size=logreg.BATCH_SIZE)
     add_samples_per_class(parser)
     parser.add_argument("--encoder", default=None,

@@ -15,12 +15,11 @@ from models.checkpoints import build_from_checkpoint
 from pretrain.simclr.module import SimCLRModule
 from utils import run_cli
 
-PROBE_EPOCHS = 100  # as downstream/logistic_regression/train.py
 
 
 def main(argv=None):
     parser = test_parser("Test a SimCLR encoder on the test split.")
-    parser.add_argument("--probe-epochs", type=int, default=PROBE_EPOCHS,
+    parser.add_argument("--probe-epochs", type=int, default=logreg.EPOCHS,
                         help="epochs of the linear probe on frozen train features")
     args = parser.parse_args(argv)
     path, ckpt, data = open_checkpoint(args, "simclr")
