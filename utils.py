@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
 import warnings
@@ -16,19 +17,39 @@ from typing import Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent
 
-# stage name -> its folder; checkpoints (`<name>.ckpt`) and TensorBoard logs (`tb_logs/`) go in its models/
-STAGES = {
-    "simclr": Path("pretrain") / "simclr",
+# the downstream stages' folders; a pretraining method's stage is its folder pretrain/<method> (the method's name)
+DOWNSTREAM_STAGES = {
     "logistic_regression": Path("downstream") / "logistic_regression",
     "resnet": Path("downstream") / "resnet",
 }
+PRETRAIN_FOLDER = Path("pretrain")
+METHOD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a method's name becomes a folder name: nothing else
 OUTPUT_ROOT_VARIABLE = "MEDSIMCLR_OUTPUT_ROOT"  # e.g. a scratch disk; tests point it at a temporary folder
 
 
+def stage_folder(stage: str) -> Path:
+    """`downstream/<stage>` for the downstream stages, `pretrain/<method>` for a pretraining method."""
+    if stage in DOWNSTREAM_STAGES:
+        return DOWNSTREAM_STAGES[stage]
+    if not METHOD_NAME.fullmatch(stage):
+        raise ValueError(f"{stage!r} is not a stage or method name")
+    return PRETRAIN_FOLDER / stage
+
+
+def output_root() -> Path:
+    """The folder holding the stage folders: the repository unless $MEDSIMCLR_OUTPUT_ROOT is set."""
+    return Path(os.environ.get(OUTPUT_ROOT_VARIABLE) or REPO_ROOT).expanduser()
+
+
 def models_dir(stage: str) -> Path:
-    """`<root>/<stage folder>/models`, root being the repository unless $MEDSIMCLR_OUTPUT_ROOT is set."""
-    root = Path(os.environ.get(OUTPUT_ROOT_VARIABLE) or REPO_ROOT).expanduser()
-    return root / STAGES[stage] / "models"
+    """`<root>/<stage folder>/models`, where checkpoints (`<name>.ckpt`) and TensorBoard logs (`tb_logs/`) go."""
+    return output_root() / stage_folder(stage) / "models"
+
+
+def pretrain_stages(root: Path | None = None) -> list[str]:
+    """The pretraining methods that have a models folder under `root` (default: the output root)."""
+    folders = sorted(((root or output_root()) / PRETRAIN_FOLDER).glob("*/models"))
+    return [p.parent.name for p in folders if p.is_dir() and METHOD_NAME.fullmatch(p.parent.name)]
 
 
 class UserError(Exception):
@@ -109,14 +130,26 @@ def atomic_write_text(final: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def resolve_checkpoint(name_or_path: str, stage: str, option: str) -> Path:
-    """A path to an existing file, or a bare run name looked up in `stage`'s models folder."""
+def resolve_checkpoint(name_or_path: str, stages: str | list[str], option: str, where: str | None = None) -> Path:
+    """A path to an existing file, or a bare run name looked up in the models folder of `stages`
+    (several: the name must be in exactly one of them). `where` names the folders in the error."""
+    stages = [stages] if isinstance(stages, str) else list(stages)
     path = Path(name_or_path).expanduser()
-    candidates = [path, models_dir(stage) / f"{name_or_path}.ckpt", models_dir(stage) / name_or_path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise UserError(
-        f"{option} {name_or_path}: no such checkpoint",
-        f"give a path to a .ckpt file or a run name from {models_dir(stage)}",
-    )
+    if path.is_file():
+        return path.resolve()
+    found = [candidate.resolve() for stage in stages
+             for candidate in (models_dir(stage) / f"{name_or_path}.ckpt", models_dir(stage) / name_or_path)
+             if candidate.is_file()]
+    if len(found) > 1:
+        raise UserError(f"{option} {name_or_path}: runs of that name in {' and '.join(str(p.parent) for p in found)}",
+                        "give the path of the one you mean")
+    if found:
+        return found[0]
+    where = where or " or ".join(str(models_dir(stage)) for stage in stages)
+    raise UserError(f"{option} {name_or_path}: no such checkpoint", f"give a path to a .ckpt file or a run name from {where}")
+
+
+def resolve_encoder(name_or_path: str, option: str, also: tuple[str, ...] = ()) -> Path:
+    """A checkpoint path, or a run name of any pretraining method (or of the stages in `also`)."""
+    where = " or ".join([str(output_root() / PRETRAIN_FOLDER / "<method>" / "models"), *map(str, map(models_dir, also))])
+    return resolve_checkpoint(name_or_path, pretrain_stages() + list(also), option, where)

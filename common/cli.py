@@ -6,6 +6,9 @@ import sys
 
 from utils import UserError
 
+DEFAULT_SIZE = 28  # MedMNIST's original image size
+DEFAULT_DATASET = "bloodmnist"  # the study's first example
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line `error: ...` instead of a usage dump."""
@@ -25,8 +28,8 @@ def positive_int(text: str) -> int:
 def data_parser(description: str) -> Parser:
     """Options naming the data: dataset flag, image size, folder, seed, hardware."""
     parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="bloodmnist", help="MedMNIST 2D flag, e.g. bloodmnist, breastmnist")
-    parser.add_argument("--size", type=int, default=28, help="image size: 28, 64, 128 or 224")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="MedMNIST 2D flag, e.g. bloodmnist, breastmnist")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image size: 28, 64, 128 or 224")
     parser.add_argument("--data-dir", default=None, help="folder with the MedMNIST npz files (default ~/.medmnist)")
     parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch and the augmentation")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
@@ -79,3 +82,34 @@ def subset_suffix(args: argparse.Namespace) -> str:
 
 def devices_value(text: str):
     return int(text) if text.isdigit() else text
+
+
+def add_backbone_options(parser: Parser, when: str) -> None:
+    """--backbone and --stem: the network built from scratch (`when` says when that is)."""
+    from models.backbones import BACKBONES, DEFAULT_BACKBONE
+    from models.resnet import STEMS
+
+    parser.add_argument("--backbone", default=None, choices=list(BACKBONES),
+                        help=f"encoder network {when} (default {DEFAULT_BACKBONE})")
+    parser.add_argument("--stem", default=None, choices=list(STEMS),
+                        help=f"ResNet stem {when}: imagenet (7x7 stride 2 + max-pool, the study's; the default) or "
+                             "small (3x3 stride 1, no max-pool: for 28-64 px images, several times the compute)")
+
+
+def checked_stem(backbone: str, stem: str | None) -> str | None:
+    """--stem for `backbone`: its default when not given, a one-line error for a stem it does not have."""
+    from models.backbones import check_stem
+
+    try:
+        return check_stem(backbone, stem)
+    except ValueError as err:
+        raise UserError(f"--stem {stem}: {err}", "leave --stem out for this backbone") from None
+
+
+def new_network(backbone: str | None, stem: str | None, channels: int, size: int) -> dict:
+    """The build_backbone options of a network built from scratch: --backbone (default the study's) and
+    --stem, the dataset's channels and image size."""
+    from models.backbones import DEFAULT_BACKBONE
+
+    backbone = backbone or DEFAULT_BACKBONE
+    return {"backbone": backbone, "stem": checked_stem(backbone, stem), "in_channels": channels, "size": size}

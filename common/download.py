@@ -16,20 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from common.zenodo import CHUNK, RecordFile, download, file_digest, human_size
-from utils import STAGES, UserError, atomic_path, models_dir
+from utils import DOWNSTREAM_STAGES, UserError, atomic_path, output_root, pretrain_stages, stage_folder
 
 DOWNLOADS = ".downloads"  # under the root: <name>.part files (resumed by the next run) and unpacked zips
+STUDY_METHOD = "simclr"  # the study's encoders: a copy may already be in its folder
 
 
-def default_root() -> Path:
-    """The folder holding the stage folders: the repository, or $MEDSIMCLR_OUTPUT_ROOT."""
-    return models_dir("simclr").parents[len(STAGES["simclr"].parts)]
+def stage_dir(root: Path, kind: str) -> Path:
+    """Where a checkpoint of `kind` (a downstream stage or a pretraining method) is filed under `root`."""
+    return root / stage_folder(kind) / "models"
 
 
-def stage_dirs(dest_root: Path | None = None) -> dict[str, Path]:
-    if dest_root is None:
-        return {stage: models_dir(stage) for stage in STAGES}
-    return {stage: Path(dest_root) / folder / "models" for stage, folder in STAGES.items()}
+def existing_stage_dirs(root: Path) -> list[Path]:
+    """The models folders an identical copy of a record file may already be in."""
+    stages = [*DOWNSTREAM_STAGES, *sorted({STUDY_METHOD, *pretrain_stages(root)})]
+    return [stage_dir(root, stage) for stage in stages]
 
 
 def select(files: tuple[RecordFile, ...] | list[RecordFile], patterns: list[str] | None) -> list[RecordFile]:
@@ -96,16 +97,17 @@ def _kind(src: Path, name: str) -> str:
         return "unknown"
 
 
-def file_checkpoint(src: Path, name: str, dirs: dict[str, Path], force: bool, report: Report) -> None:
-    """Move the verified checkpoint `src` to `<its stage's models>/<name>`; `src` is gone afterwards."""
-    from models.checkpoints import KIND_NAMES
+def file_checkpoint(src: Path, name: str, root: Path, force: bool, report: Report) -> None:
+    """Move the verified checkpoint `src` to `<its stage's models>/<name>` under `root`; `src` is gone afterwards."""
+    from models.checkpoints import kind_name
 
     try:
         kind = _kind(src, name)
-        if kind not in dirs:
-            raise UserError(f"{name} not placed: its weights match no stage (not a SimCLR, logistic-regression or "
-                            "ResNet checkpoint of this framework or the study)", "only those are filed")
-        target = dirs[kind] / name
+        if kind == "unknown":
+            raise UserError(f"{name} not placed: its weights match no stage (not a pretrained encoder, "
+                            "logistic-regression head or finetuned classifier of this framework or the study)",
+                            "only those are filed")
+        target = stage_dir(root, kind) / name
         if target.is_file():
             if file_digest(target) == file_digest(src):
                 report.skipped.append(target)
@@ -120,7 +122,7 @@ def file_checkpoint(src: Path, name: str, dirs: dict[str, Path], force: bool, re
         with atomic_path(target) as tmp:
             shutil.move(str(src), tmp)
         report.downloaded.append(target)
-        _say(f"{name}: {KIND_NAMES[kind]} -> {target}{' (replaced the different file)' if replaced else ''}")
+        _say(f"{name}: {kind_name(kind)} -> {target}{' (replaced the different file)' if replaced else ''}")
     finally:
         src.unlink(missing_ok=True)
 
@@ -171,10 +173,10 @@ def extract_checkpoints(archive_path: Path, name: str, folder: Path) -> list[tup
 
 
 # ------------------------------------------------------------------ the whole job
-def _identical_present(file: RecordFile, dirs: dict[str, Path]) -> Path | None:
+def _identical_present(file: RecordFile, root: Path) -> Path | None:
     if file.algorithm not in hashlib.algorithms_available:
         return None
-    for folder in dirs.values():
+    for folder in existing_stage_dirs(root):
         existing = folder / file.name
         if existing.is_file() and existing.stat().st_size == file.size \
                 and file_digest(existing, file.algorithm) == file.digest:
@@ -182,7 +184,7 @@ def _identical_present(file: RecordFile, dirs: dict[str, Path]) -> Path | None:
     return None
 
 
-def _fetch_one(file: RecordFile, downloads: Path, dirs: dict[str, Path], force: bool, retries: int,
+def _fetch_one(file: RecordFile, downloads: Path, root: Path, force: bool, retries: int,
                progress: bool, report: Report) -> None:
     check_name(file.name)
     suffix = PurePosixPath(file.name).suffix.lower()
@@ -190,14 +192,14 @@ def _fetch_one(file: RecordFile, downloads: Path, dirs: dict[str, Path], force: 
         report.ignored.append(file.name)
         _say(f"{file.name}: ignored (neither a .ckpt checkpoint nor a .zip of them)")
         return
-    if suffix == ".ckpt" and (present := _identical_present(file, dirs)):
+    if suffix == ".ckpt" and (present := _identical_present(file, root)):
         report.skipped.append(present)
         _say(f"{file.name}: skipped, identical to {present}")
         return
     _say(f"{file.name}: downloading {human_size(file.size)} from {file.url}")
     part = download(file, downloads / f"{file.name}.part", retries, progress)
     if suffix == ".ckpt":
-        file_checkpoint(part, file.name, dirs, force, report)
+        file_checkpoint(part, file.name, root, force, report)
         return
     folder = downloads / f"{file.name}.unpacked"
     shutil.rmtree(folder, ignore_errors=True)
@@ -208,7 +210,7 @@ def _fetch_one(file: RecordFile, downloads: Path, dirs: dict[str, Path], force: 
         for member_name, path in members:
             try:
                 check_name(member_name)
-                file_checkpoint(path, member_name, dirs, force, report)
+                file_checkpoint(path, member_name, root, force, report)
             except UserError as err:
                 _error(err, report, f"{file.name}:{member_name}")
     finally:
@@ -219,14 +221,13 @@ def _fetch_one(file: RecordFile, downloads: Path, dirs: dict[str, Path], force: 
 def fetch_files(files: list[RecordFile], dest_root: Path | None = None, force: bool = False, retries: int = 4,
                 progress: bool = True) -> Report:
     """Download, verify and file every record file; one file's failure is reported and the rest go on."""
-    root = Path(dest_root) if dest_root is not None else default_root()
-    dirs = stage_dirs(dest_root)
+    root = Path(dest_root) if dest_root is not None else output_root()
     downloads = root / DOWNLOADS
     report = Report()
     try:
         for file in files:
             try:
-                _fetch_one(file, downloads, dirs, force, retries, progress, report)
+                _fetch_one(file, downloads, root, force, retries, progress, report)
             except UserError as err:
                 _error(err, report, file.name)
     finally:

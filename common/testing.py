@@ -1,7 +1,7 @@
-"""What every stage's test.py does first: resolve the checkpoint, check its kind, load the dataset."""
+"""What every test.py does first: resolve the checkpoint, check its kind, load the dataset."""
 from __future__ import annotations
 
-from common.cli import data_parser
+from common.cli import DEFAULT_SIZE, data_parser
 from common.data import MedMNISTDataModule
 from models.checkpoints import expect_kind, read_checkpoint, recorded_dataset
 from utils import UserError, resolve_checkpoint
@@ -9,19 +9,21 @@ from utils import UserError, resolve_checkpoint
 
 def test_parser(description: str):
     parser = data_parser(description)
-    parser.set_defaults(dataset=None)
+    parser.set_defaults(dataset=None, size=None)
     parser.add_argument("--checkpoint", required=True, help="checkpoint path or run name of this stage")
     return parser
 
 
-def open_checkpoint(args, stage: str):
-    """(path, checkpoint dict, data module) for `--checkpoint`; --dataset defaults to the recorded one."""
-    path = resolve_checkpoint(args.checkpoint, stage, "--checkpoint")
+def open_checkpoint(args, stages: list[str], kinds: tuple[str, ...]):
+    """(path, checkpoint dict, data module) for `--checkpoint`, a path or a run name of one of `stages`,
+    whose kind must be one of `kinds`; --dataset and --size default to the recorded ones."""
+    path = resolve_checkpoint(args.checkpoint, stages, "--checkpoint")
     ckpt = read_checkpoint(path)
-    expect_kind(ckpt, path, (stage,), "--checkpoint")
+    expect_kind(ckpt, path, kinds, "--checkpoint")
     args.dataset = args.dataset or recorded_dataset(ckpt, path)
     if args.dataset is None:
         raise UserError(f"{path.name} does not record its dataset", "pass --dataset")
+    args.size = args.size or (ckpt.get("hyper_parameters") or {}).get("size") or DEFAULT_SIZE
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
     return path, ckpt, data
 
@@ -30,3 +32,4 @@ def check_classes(module, data: MedMNISTDataModule, path) -> None:
     if module.hparams.num_classes != data.num_classes:
         raise UserError(f"{path.name} predicts {module.hparams.num_classes} classes but {data.flag} has "
                         f"{data.num_classes}", "pass the --dataset it was trained on")
+

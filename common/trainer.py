@@ -65,20 +65,20 @@ def check_precision(precision: str, accelerator: str) -> None:
         raise UserError(f"--precision {precision} needs a GPU", "use 32-true on the CPU")
 
 
-def build_trainer(stage: str, name: str, args, monitor: str, mode: str, record: dict | None = None,
+def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, record: dict | None = None,
                   version: int | None = None, **overrides) -> pl.Trainer:
-    """A Trainer logging to TensorBoard, keeping the best (by `monitor`) checkpoint and a `last.ckpt`
-    saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
+    """A Trainer logging to TensorBoard, keeping the best (by `monitor`; none without one) checkpoint and a
+    `last.ckpt` saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
     check_precision(str(args.precision), str(args.accelerator))
     logger = TensorBoardLogger(models_dir(stage) / "tb_logs", name=name, version=version, default_hp_metric=False)
-    best = ModelCheckpoint(
-        filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
-        monitor=monitor, mode=mode, save_top_k=1, auto_insert_metric_name=False,
-    )
     every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                              save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
-    callbacks = [best, latest, StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=10)]
+    callbacks = [latest, StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=10)]
+    if monitor is not None:
+        callbacks.insert(0, ModelCheckpoint(
+            filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
+            monitor=monitor, mode=mode, save_top_k=1, auto_insert_metric_name=False))
     if record is not None:
         callbacks.append(SaveConfig(record))
     options = dict(
@@ -99,8 +99,8 @@ def build_trainer(stage: str, name: str, args, monitor: str, mode: str, record: 
     return pl.Trainer(**options)
 
 
-def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
-    return next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is not None)
+def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is not None), None)
 
 
 def latest_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
@@ -108,9 +108,10 @@ def latest_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint:
 
 
 def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path:
-    """Copy the run's best checkpoint (or its last, if it never validated) to `<name>.ckpt`, atomically."""
+    """Copy the run's best checkpoint (or its last, if it never validated or monitors nothing) to `<name>.ckpt`,
+    atomically."""
     callback = best_checkpoint_callback(trainer)
-    source = callback.best_model_path or latest_checkpoint_callback(trainer).best_model_path
+    source = (callback and callback.best_model_path) or latest_checkpoint_callback(trainer).best_model_path
     if not source:
         raise UserError("training saved no checkpoint (it ran no training step)",
                         "check --samples, --batch-size and --devices against the size of the training split")
@@ -119,8 +120,8 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
         with atomic_path(final) as tmp:
             shutil.copyfile(source, tmp)
         write_config(final.with_suffix(".config.json"), record, trainer, source)
-        score = callback.best_model_score
-        best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else ""
+        score = callback.best_model_score if callback else None
+        best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else " (the last epoch's)"
         print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}")
     return final
 
@@ -160,7 +161,7 @@ def git_commit() -> str | None:
 
 
 def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                 monitor: str, mode: str, config: dict) -> Path:
+                 monitor: str | None, mode: str, config: dict) -> Path:
     """Train with the shared Trainer (continuing the last attempt with --resume), then save the best
     checkpoint as `<name>.ckpt`."""
     version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)

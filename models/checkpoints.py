@@ -11,15 +11,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.encoders import ResNetEncoder
+from models.backbones import backbone_options, build_backbone, require_reads
 
-from utils import UserError
+from utils import DOWNSTREAM_STAGES, METHOD_NAME, UserError
 
-KINDS = ("simclr", "logistic_regression", "resnet")
+PRETRAINED = "pretrained"  # in `expect_kind`'s wanted kinds: an encoder of any pretraining method
+LEGACY_STAGE = "simclr"  # our checkpoints before methods were plug-ins recorded stage "simclr", no method
 KIND_NAMES = {
-    "simclr": "a SimCLR encoder (pretrain/simclr)",
     "logistic_regression": "a logistic-regression head (downstream/logistic_regression)",
-    "resnet": "a finetuned/baseline ResNet (downstream/resnet)",
+    "resnet": "a finetuned/baseline classifier (downstream/resnet)",
+    PRETRAINED: "a pretrained encoder (pretrain/<method>)",
 }
 
 # the study's key prefixes -> ours, per kind (its projection head sat in `convnet.fc`)
@@ -62,9 +63,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def checkpoint_kind(ckpt: dict) -> str:
-    """Which stage wrote this checkpoint: ours record it, the study's are told apart by their keys."""
-    stage = (ckpt.get("hyper_parameters") or {}).get("stage")
-    if stage in KINDS:
+    """What wrote this checkpoint: a pretraining method's name, a downstream stage, or "unknown".
+    Ours record it; the study's are told apart by their keys."""
+    hparams = ckpt.get("hyper_parameters") or {}
+    method, stage = hparams.get("method"), hparams.get("stage")
+    if isinstance(method, str) and METHOD_NAME.fullmatch(method) and method not in DOWNSTREAM_STAGES:
+        return method
+    if stage in DOWNSTREAM_STAGES or stage == LEGACY_STAGE:
         return stage
     keys = ckpt["state_dict"].keys()
     if any(k.startswith("convnet.") for k in keys):
@@ -76,8 +81,18 @@ def checkpoint_kind(ckpt: dict) -> str:
     return "unknown"
 
 
+def is_pretrained(kind: str) -> bool:
+    return kind != "unknown" and kind not in DOWNSTREAM_STAGES
+
+
+def kind_name(kind: str) -> str:
+    if is_pretrained(kind):
+        return f"a {kind} encoder (pretrain/{kind})"
+    return KIND_NAMES.get(kind, "not a checkpoint of this framework or the study")
+
+
 def is_study_checkpoint(ckpt: dict) -> bool:
-    return (ckpt.get("hyper_parameters") or {}).get("stage") not in KINDS
+    return not {"stage", "method"} & set(ckpt.get("hyper_parameters") or {})
 
 
 def our_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
@@ -97,12 +112,12 @@ def our_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 def expect_kind(ckpt: dict, path: Path, wanted: tuple[str, ...], option: str) -> str:
+    """The checkpoint's kind if it is one of `wanted` (PRETRAINED: any method), else a UserError."""
     kind = checkpoint_kind(ckpt)
-    if kind not in wanted:
-        got = KIND_NAMES.get(kind, "not a checkpoint of this framework or the study")
-        need = " or ".join(KIND_NAMES[k] for k in wanted)
-        raise UserError(f"{option} {path.name} is {got}", f"{option} needs {need}")
-    return kind
+    if kind in wanted or (PRETRAINED in wanted and is_pretrained(kind)):
+        return kind
+    need = " or ".join(KIND_NAMES.get(k) or kind_name(k) for k in wanted)
+    raise UserError(f"{option} {path.name} is {kind_name(kind)}", f"{option} needs {need}")
 
 
 def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -131,19 +146,26 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str,
     module.load_state_dict({**kept, **state})
 
 
-def load_encoder(path: Path, option: str, channels: int) -> tuple[ResNetEncoder, dict]:
-    """The encoder of a SimCLR or finetuned checkpoint (ours or the study's), and its hyper-parameters.
+def load_encoder(path: Path, option: str, channels: int, size: int) -> tuple[nn.Module, dict]:
+    """The encoder of any pretraining method's or a finetuned checkpoint (ours or the study's), built by
+    the backbone registry from the options it records, and its hyper-parameters.
 
-    `channels`: those of the dataset it will see; an encoder that cannot take them is refused.
+    `channels`, `size`: those of the dataset it will see; an encoder that cannot read them is refused.
     """
-    ckpt = read_checkpoint(path)
-    expect_kind(ckpt, path, ("simclr", "resnet"), option)
+    return encoder_from(read_checkpoint(path), path, option, channels, size)
+
+
+def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int) -> tuple[nn.Module, dict]:
+    """load_encoder for a checkpoint already read."""
+    expect_kind(ckpt, path, (PRETRAINED, "resnet"), option)
     hparams = dict(ckpt.get("hyper_parameters") or {})
-    encoder = ResNetEncoder(hparams.get("arch", "resnet18"), hparams.get("in_channels", 3))
+    try:
+        encoder = build_backbone(**backbone_options(hparams))
+    except ValueError as err:
+        raise UserError(f"{option} {path.name}: {err}", "it was written by another version of this framework")
     load_weights(encoder, submodule_state(our_state_dict(ckpt), "encoder"), f"{option} {path.name}")
-    if not encoder.accepts(channels):
-        raise UserError(f"{option} {path.name} takes {encoder.in_channels}-channel images but the dataset has "
-                        f"{channels}", "use an encoder pretrained on images with the same channels")
+    require_reads(encoder, channels, size, f"{option} {path.name}",
+                  "use an encoder pretrained on images with the same channels (and size, for a ViT)")
     return encoder, hparams
 
 
@@ -156,13 +178,28 @@ def recorded_dataset(ckpt: dict, path: Path) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] in ("pretrain", "downstream", "baseline") else None
 
 
+def init_parameters(cls) -> set[str]:
+    """The keyword arguments `cls(...)` takes, following `**kwargs` passed on to the base classes."""
+    import inspect
+
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
+
+
 def build_from_checkpoint(cls, ckpt: dict, source: str, **overrides):
     """Instantiate LightningModule `cls` from a checkpoint's hyper-parameters (ours or the study's,
     unknown ones dropped, `overrides` winning) and load its weights with `load_weights`."""
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
-    hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters") or {}).items() if k in accepted and k != "stage"}
+    accepted = init_parameters(cls)
+    recorded = dict(ckpt.get("hyper_parameters") or {})
+    recorded.update(backbone_options(recorded))  # older checkpoints: `arch`, or nothing
+    hparams = {k: v for k, v in recorded.items() if k in accepted and k != "stage"}
     module = cls(**{**hparams, **overrides})
     load_weights(module, our_state_dict(ckpt), source)
     return module

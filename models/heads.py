@@ -1,22 +1,17 @@
-"""Heads on top of encoder features."""
+"""Heads on top of encoder features: the pretraining methods' MLPs and the downstream classifier."""
 from __future__ import annotations
 
 from torch import nn
 
-# the study's projection head: feature_dim -> 4 * hidden_dim -> ReLU -> hidden_dim (512 -> 512 -> 128)
-PROJECTION_HIDDEN_DIM = 128
-PROJECTION_EXPANSION = 4
-
 
 class ProjectionHead(nn.Sequential):
-    """SimCLR's MLP g(h): (N, in_dim) -> (N, hidden_dim). Keys `0.*` and `2.*` as in the study."""
+    """A 2-layer MLP (N, in_dim) -> (N, out_dim): Linear, ReLU, Linear.
 
-    def __init__(self, in_dim: int = 512, hidden_dim: int = PROJECTION_HIDDEN_DIM):
-        super().__init__(
-            nn.Linear(in_dim, PROJECTION_EXPANSION * hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(PROJECTION_EXPANSION * hidden_dim, hidden_dim),
-        )
+    Keys `0.*` and `2.*`, as in the study's SimCLR head (`convnet.fc.0/2`) and MoCo v2's.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
 def linear_head(in_dim: int, num_classes: int) -> nn.Linear:

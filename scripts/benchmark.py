@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""How fast is SimCLR pretraining, and how far is it from what the model alone allows?
+"""How fast is pretraining (any method, any backbone), and how far is it from what the model alone allows?
 
     python scripts/benchmark.py                                   # pneumoniamnist, 28 px, batch 256
     python scripts/benchmark.py --accelerator cuda --precision bf16-mixed --json bench.json
     python scripts/benchmark.py --synthetic --skip logreg         # random images of the real split sizes
 
 Sections (each can be skipped with --skip):
-  compute   the SimCLR training step on views already augmented, normalised and on the device:
-            forward + NT-Xent + backward + AdamW. The upper limit of the real path.
-  pretrain  the real path: MedMNISTDataModule + batched augmentation + SimCLRModule under a Trainer,
+  compute   the method's training step on views already augmented, normalised and on the device:
+            forward + loss + backward + optimiser (+ momentum update and queue, where the method has them).
+            The upper limit of the real path.
+  pretrain  the real path: MedMNISTDataModule + batched augmentation + the method's module under a Trainer,
             and its ratio to `compute`, measured in the same process.
   augment   each augmentation sequence alone, on the device, as on_after_batch_transfer runs it.
   logreg    the logistic-regression stage end to end: features of all splits from a random-init encoder,
@@ -30,13 +31,15 @@ from pathlib import Path
 
 import torch
 
-from common import benchmarking as bench
+from scripts import benchmarking as bench
 from common.augment import AUGMENTATIONS
-from common.cli import Parser, positive_int
+from common.cli import Parser, checked_stem, positive_int
 from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path
 from common.synthetic import write_synthetic
 from common.trainer import check_precision
-from models import ARCHITECTURES
+from models.backbones import BACKBONES, DEFAULT_BACKBONE
+from models.resnet import STEMS
+from pretrain import METHODS
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
 
 SECTIONS = ("compute", "pretrain", "augment", "logreg", "memory")
@@ -61,7 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic", action="store_true",
                         help="use random images of the real split sizes even if the npz file exists")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images per step (2 views each)")
-    parser.add_argument("--arch", default="resnet18", choices=list(ARCHITECTURES))
+    parser.add_argument("--method", default="simclr", choices=list(METHODS), help="pretraining method")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONES), help="encoder network")
+    parser.add_argument("--stem", default=None, choices=list(STEMS), help="ResNet stem (default imagenet)")
     parser.add_argument("--aug", default="novel", choices=AUGMENTATIONS, help="sequence of the pretraining path")
     parser.add_argument("--steps", type=positive_int, default=STEPS, help="timed steps per measurement")
     parser.add_argument("--warmup", type=non_negative_int, default=WARMUP, help="untimed steps before them")
@@ -69,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compute and pretrain)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                        help="channels-last memory format for the model and its input (SimCLRModule's default)")
+                        help="channels-last memory format for the model and its input (the stages' default)")
     parser.add_argument("--lr-epochs", type=positive_int, default=100, help="epochs of the logistic-regression head")
     parser.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
                         help=f"sections to skip: {', '.join(SECTIONS)}")
@@ -77,7 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch.set_num_threads; omitted: torch's own default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.stem = checked_stem(args.backbone, args.stem)
+    return args
 
 
 def resolve_device(args) -> tuple[str, torch.device]:
@@ -132,7 +139,7 @@ def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch
         if device.type == "cuda":
             cuda_peaks[name] = bench.cuda_peak_mb(device)
 
-    section("compute", "1 compute-only limit", lambda: bench.compute_only(args, data.num_channels, device))
+    section("compute", "1 compute-only limit", lambda: bench.compute_only(args, data, device))
     section("pretrain", "2 real pretraining path", lambda: bench.pretrain_path(args, fresh_copy(data), accelerator))
     if "compute" in results and "pretrain" in results:
         pretrain, compute = results["pretrain"], results["compute"]
@@ -202,7 +209,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
 
     if "compute" in results:
         r = results["compute"]
-        add("1 compute-only", "fwd + NT-Xent + bwd + AdamW", r["images_per_s"], "images/s")
+        add("1 compute-only", "fwd + loss + bwd + optimiser", r["images_per_s"], "images/s")
         steps(r)
     if "pretrain" in results:
         r = results["pretrain"]
@@ -239,8 +246,9 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
 
 def format_table(results: dict) -> str:
     s, m = results["settings"], results["machine"]
-    title = (f"SimCLR benchmark: {s['dataset']} {s['size']}px{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
-             f"batch {s['batch_size']} ({s['views_per_step']} views), {s['arch']}, aug {s['aug']}, {s['precision']}, "
+    network = s["backbone"] + (f" ({s['stem']} stem)" if s["stem"] else "")
+    title = (f"{s['method']} benchmark: {s['dataset']} {s['size']}px{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
+             f"batch {s['batch_size']} ({s['views_per_step']} views), {network}, aug {s['aug']}, {s['precision']}, "
              f"{'channels-last' if s['channels_last'] else 'contiguous'}{', compiled' if s['compile'] else ''}, "
              f"warm-up {s['warmup']} + {s['steps']} steps\n"
              f"on {m['device']} ({m['device_name']}), torch threads {m['torch_threads']}, {m['cpus_usable']} CPUs, "

@@ -3,8 +3,9 @@
 
 Every file is checked against the record's md5 before it is moved into place, and every checkpoint is
 opened with weights only (a file carrying code is refused) to tell which stage it belongs to:
-SimCLR encoders go to pretrain/simclr/models, logistic-regression heads to
-downstream/logistic_regression/models, finetuned/baseline ResNets to downstream/resnet/models.
+pretrained encoders go to pretrain/<their method>/models (the study's: pretrain/simclr/models),
+logistic-regression heads to downstream/logistic_regression/models, finetuned/baseline classifiers
+to downstream/resnet/models.
 
     python scripts/download_checkpoints.py --list
     python scripts/download_checkpoints.py
@@ -16,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from common.cli import Parser
-from common.download import DOWNLOADS, default_root, fetch_files, select
+from common.download import DOWNLOADS, fetch_files, select
 from common.zenodo import DEFAULT_API_URL, DEFAULT_RECORD, fetch_record, human_size, parse_record_id
-from utils import OUTPUT_ROOT_VARIABLE, run_cli
+from utils import OUTPUT_ROOT_VARIABLE, output_root, run_cli
 
 
 def record_id(text: str) -> str:
@@ -75,7 +76,7 @@ def main(argv=None):
         return
     dest_root = args.dest_root.expanduser().absolute() if args.dest_root else None
     print(f"{len(files)} file(s), {human_size(sum(f.size for f in files))}, from Zenodo record {record.id} "
-          f"into the stage folders under {dest_root or default_root()} (partial downloads in {DOWNLOADS}/)")
+          f"into the stage folders under {dest_root or output_root()} (partial downloads in {DOWNLOADS}/)")
     report = fetch_files(files, dest_root, args.force, args.retries)
     print(report.summary())
     if not report.ok:

@@ -15,7 +15,8 @@ Replace STAGE_DIR/models/RUN.ckpt with a copy of the best checkpoint found in
 STAGE_DIR/models/tb_logs/RUN/version_*/checkpoints/.
 
 Candidates are files named  epoch=<E>-step=<S>-<metric>=<value>.ckpt
-(last.ckpt and other files are ignored). Lower is better when the metric name
+(last.ckpt and other files are ignored; a run whose method monitors no
+metric saves only last.ckpt and has nothing to choose). Lower is better when the metric name
 contains "loss", higher otherwise; ties go to the later checkpoint (higher
 version, then higher step). All candidates of a run must use the same metric.
 
@@ -143,6 +144,16 @@ select_best() {
     done
 
     if [[ -z $lines ]]; then
+        local others=0 lasts=0
+        for vdir in "${vdirs[@]}"; do
+            for f in "$vdir"/checkpoints/*.ckpt; do
+                [[ -f $f ]] || continue
+                if [[ ${f##*/} == last.ckpt ]]; then lasts=$((lasts + 1)); else others=$((others + 1)); fi
+            done
+        done
+        if ((lasts && !others)); then
+            die "run '$run' saved only last.ckpt: its method selects no best checkpoint by a metric, so $models_dir/$run.ckpt is its last epoch already"
+        fi
         if [[ -n $version ]]; then
             die "run '$run': no checkpoint matching 'epoch=<E>-step=<S>-<metric>=<value>.ckpt' in $run_dir/version_$version/checkpoints"
         fi

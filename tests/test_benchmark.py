@@ -14,6 +14,7 @@ import pytest
 from common.synthetic import write_synthetic
 from common.data import MedMNISTDataModule
 from conftest import REPO
+from pretrain import METHODS
 from utils import UserError
 
 _spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
@@ -97,3 +98,23 @@ def test_batch_larger_than_the_training_split_is_refused(data_dir):
     with pytest.raises(UserError, match="48 training images"):
         benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "64",
                         "--skip", "compute", "pretrain", "augment", "logreg"])
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_is_measured_against_its_own_compute_only_limit(method, data_dir, capsys):
+    results = benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "8",
+                              "--steps", "2", "--warmup", "1", "--method", method, "--backbone", "small_cnn",
+                              "--skip", "augment", "logreg", "--threads", "1"])
+    assert results["settings"]["method"] == method and results["settings"]["backbone"] == "small_cnn"
+    assert results["settings"]["stem"] is None
+    assert results["compute"]["images_per_s"] > 0 and results["pretrain"]["ratio_to_compute"] > 0
+    assert f"{method} benchmark" in capsys.readouterr().out
+
+
+def test_the_stem_is_recorded_and_checked(data_dir):
+    results = benchmark.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--batch-size", "4",
+                              "--steps", "1", "--warmup", "0", "--stem", "small", "--skip", "pretrain", "augment",
+                              "logreg", "--threads", "1"])
+    assert results["settings"]["stem"] == "small" and results["compute"]["images_per_s"] > 0
+    with pytest.raises(UserError, match="no --stem choice"):
+        benchmark.main(["--backbone", "small_cnn", "--stem", "small"])

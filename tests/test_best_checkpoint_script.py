@@ -268,6 +268,17 @@ def test_fails_when_no_checkpoint_matches(tmp_path: Path) -> None:
     assert snapshot(stage) == before
 
 
+def test_a_run_that_keeps_its_last_checkpoint_is_said_so(tmp_path: Path) -> None:
+    stage = tmp_path / "pretrain" / "moco"  # MoCo monitors no metric: it saves only last.ckpt
+    add_ckpt(stage, "moco-bloodmnist", 0, "last.ckpt", "LAST")
+    final(stage, "moco-bloodmnist").write_text("LAST")
+    before = snapshot(stage)
+    res = run_script(stage, "moco-bloodmnist")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "saved only last.ckpt" in res.stderr and "is its last epoch already" in res.stderr
+    assert snapshot(stage) == before
+
+
 def test_fails_for_missing_run(stage: Path) -> None:
     before = snapshot(stage)
     res = run_script(stage, "no-such-run")

@@ -409,3 +409,15 @@ def test_command_line_lists_from_another_folder(study, tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), "--retries", "-1"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: argument --retries")
+
+
+def test_an_encoder_of_any_method_is_filed_into_its_method_folder(server, tmp_path, capsys):
+    moco = checkpoint_bytes({"encoder.conv1.weight": torch.randn(4, 1, 3, 3), "queue.keys": torch.randn(8, 4)},
+                            hyper_parameters={"method": "moco", "backbone": "resnet18"})
+    escaping = checkpoint_bytes({"encoder.conv1.weight": torch.randn(4, 1, 3, 3)},
+                                hyper_parameters={"method": "../../escaped"})
+    server.files = {"moco-bloodmnist.ckpt": moco, "odd.ckpt": escaping}
+    with pytest.raises(SystemExit):
+        run(server, root=tmp_path)
+    assert placed(tmp_path) == {"pretrain/moco/models/moco-bloodmnist.ckpt": moco}  # an odd method name is no folder
+    assert "a moco encoder (pretrain/moco)" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""pretrain/simclr/preview.py and pretrain/simclr/feature_analysis.py, run end to end in-process on tiny data."""
+"""pretrain/preview.py and pretrain/feature_analysis.py, run end to end in-process on tiny data."""
 import json
 import re
 
@@ -9,7 +9,7 @@ import torch
 
 import utils
 from downstream.resnet import train as resnet_train
-from pretrain.simclr import feature_analysis, preview
+from pretrain import feature_analysis, preview
 from pretrain.simclr import train as simclr_train
 
 SILHOUETTE = re.compile(r"silhouette score: (-?\d+\.\d+)")
@@ -33,7 +33,7 @@ def test_preview_writes_a_grid_of_images_and_views(data_dir, output_root, capsys
     n_images, n_views = 3, 2
     out = preview.main(["--dataset", flag, "--aug", aug, "--data-dir", str(data_dir),
                         "--n-images", str(n_images), "--n-views", str(n_views)])
-    assert out == utils.models_dir("simclr") / f"preview-{flag}-{aug}.png"
+    assert out == output_root / "pretrain/previews" / f"preview-{flag}-{aug}.png"
     assert out.is_relative_to(output_root) and out.is_file()
     assert str(out) in capsys.readouterr().out
     pixels = mpimg.imread(out)
@@ -56,7 +56,7 @@ def test_preview_rows_follow_n_images_and_out_is_honoured(data_dir, output_root,
 def test_preview_refuses_unknown_augmentation(data_dir, output_root, capsys):
     err = run_error(preview.main, ["--dataset", "breastmnist", "--aug", "fancy", "--data-dir", str(data_dir)], capsys)
     assert "--aug" in err
-    assert not utils.models_dir("simclr").exists()
+    assert not output_root.exists()
 
 
 # -------------------------------------------------------------------------------- feature analysis

@@ -1,16 +1,22 @@
 """The README's "Published checkpoints" commands, run as written against a Zenodo-shaped local server."""
 import hashlib
+import importlib
 import os
 import re
 import shlex
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
+import pytest
+
+import common.data
 import study_format
 from conftest import REPO
 from fakedata import write_npz
 from test_download_checkpoints import Zenodo
+from utils import run_cli
 
 TRAINING_SHORTCUT = ["--epochs", "1"]  # the README's training commands, shortened for a test
 
@@ -23,14 +29,26 @@ def readme_block(heading: str, index: int = 0) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def run_as_user(line: str, env: dict, extra: list[str]) -> None:
+def run_as_user(line: str, env: dict, extra: list[str], new_process: bool = False) -> None:
+    """Run a README line: its script's `main` with its arguments, in this process (a new process per line costs
+    seconds of imports) with the user's environment, or as a new process from the repository."""
     argv = shlex.split(line)
     assert argv[0] == "python", line
-    argv[0] = sys.executable
-    if "train.py" in line:
-        argv += TRAINING_SHORTCUT
-    result = subprocess.run(argv + extra, env=env, cwd=REPO, capture_output=True, text=True)  # from the repo
-    assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    args = argv[2:] + (TRAINING_SHORTCUT if "train.py" in line else []) + extra
+    if new_process:
+        result = subprocess.run([sys.executable, argv[1], *args], env=env, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return
+    main = importlib.import_module(argv[1].removesuffix(".py").replace("/", ".")).main
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HOME", "MEDSIMCLR_OUTPUT_ROOT"):
+            patch.setenv(name, env[name])
+        patch.setattr(common.data, "DEFAULT_DATA_DIR", Path(env["HOME"]) / ".medmnist")  # ~ as the user's
+        patch.chdir(REPO)
+        try:
+            run_cli(main, args)
+        except SystemExit as err:
+            raise AssertionError(f"{line}: exit code {err.code}") from None
 
 
 def user_home(tmp_path) -> dict:
@@ -46,14 +64,16 @@ def test_quick_start_and_stage_commands_run_as_written(tmp_path):
     env = user_home(tmp_path)
     main_job = readme_block("Quick start", 0)[0].split("&& ")[-1]  # after the venv and pip install
     assert main_job == "python pretrain/simclr/train.py --dataset bloodmnist"
-    for line in [main_job] + readme_block("Quick start", 2)[:-1] + readme_block("The three stages"):
+    run_as_user(main_job, env, [], new_process=True)  # the newcomer's first command, exactly
+    for line in readme_block("Quick start", 2)[:-1] + readme_block("The stages"):
         run_as_user(line, env, [])
     out = tmp_path / "out"
     for stage, name in [("pretrain/simclr", "bloodmnist-then-derma"), ("downstream/resnet", "baseline-bloodmnist"),
-                        ("downstream/logistic_regression", "random-derma")]:
+                        ("downstream/logistic_regression", "random-derma"), ("pretrain/moco", "moco-dermamnist")]:
         assert (out / stage / "models" / f"{name}.ckpt").is_file()
     assert (out / "downstream/resnet/models/baseline-dermamnist-10-spc.test.json").is_file()
     assert list((out / "pretrain/simclr/models").glob("*.tsne.png"))
+    assert (out / "pretrain/moco/models/moco-dermamnist.test.json").is_file()
 
 
 def test_published_checkpoint_commands_run_as_written(tmp_path):

@@ -1,4 +1,5 @@
 """Runs survive interruption and bad input: resume, atomic saves, NaN stop, seeds, one-line errors."""
+import importlib
 import os
 import signal
 import subprocess
@@ -8,10 +9,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO
-from pretrain.simclr import module as simclr_module, train as simclr_train
+from events import scalar_values
+from pretrain import base as pretrain_base
+from pretrain.simclr import train as simclr_train
+from pretrain.simclr.module import SimCLR
 from utils import run_cli
 
 PRETRAIN = str(REPO / "pretrain/simclr/train.py")
@@ -23,16 +26,6 @@ def run_env(root):
 
 def run_dir(root, name="pretrain-breastmnist"):
     return root / "pretrain/simclr/models/tb_logs" / name
-
-
-def epoch_losses(folder, tag="train/loss"):
-    values = {}
-    for events in sorted(folder.rglob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values.update({e.step: e.value for e in accumulator.Scalars(tag)})
-    return [values[k] for k in sorted(values)]
 
 
 def test_sigkill_then_resume_finishes_the_run(data_dir, tmp_path):
@@ -56,7 +49,7 @@ def test_sigkill_then_resume_finishes_the_run(data_dir, tmp_path):
     assert (final["epoch"], final["global_step"]) == (4, 5 * 3)  # 5 epochs of 3 batches, none repeated
     assert sorted(p.name for p in run_dir(tmp_path).iterdir()) == ["version_0"]  # same TensorBoard run
     assert len(list((run_dir(tmp_path) / "version_0").glob("events.out.tfevents.*"))) == 2
-    assert len(epoch_losses(run_dir(tmp_path))) == 5  # one point per epoch, across both attempts
+    assert len(scalar_values(run_dir(tmp_path))) == 5  # one point per epoch, across both attempts
     assert (tmp_path / "pretrain/simclr/models/pretrain-breastmnist.ckpt").is_file()
 
 
@@ -92,14 +85,14 @@ def test_crash_during_save_keeps_previous_checkpoint(data_dir, tmp_path):
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(data_dir, output_root, monkeypatch, capsys):
     calls = {"n": 0}
-    real_normalize = simclr_module.normalize
+    real_normalize = pretrain_base.normalize
 
     def poisoned(x):  # the 5th training batch (epoch 1 of 3 batches/epoch) turns into NaN
         calls["n"] += 1
         out = real_normalize(x)
         return out * float("nan") if calls["n"] == 6 else out
 
-    monkeypatch.setattr(simclr_module, "normalize", poisoned)
+    monkeypatch.setattr(pretrain_base, "normalize", poisoned)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(simclr_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3",
                                     "--batch-size", "16"])
@@ -115,7 +108,7 @@ def first_losses(data_dir, root, monkeypatch, seed):
     monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(root))
     simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "5", "--samples", "16",
                        "--batch-size", "16", "--seed", str(seed), "--val-every", "5"])
-    return epoch_losses(run_dir(root))  # one step per epoch: the first 5 step losses
+    return scalar_values(run_dir(root))  # one step per epoch: the first 5 step losses
 
 
 def test_same_seed_same_losses_different_seed_different(data_dir, tmp_path, monkeypatch):
@@ -142,8 +135,10 @@ def make_inputs(folder, data_dir):
     np.savez(folder / "shapes/breastmnist.npz", **arrays)
     torch.save({"state_dict": {"head.weight": torch.zeros(2, 512), "head.bias": torch.zeros(2)},
                 "hyper_parameters": {"stage": "logistic_regression"}}, folder / "head.ckpt")
-    grey = simclr_module.SimCLRModule(in_channels=1)
+    grey = SimCLR(in_channels=1)
     torch.save({"state_dict": grey.state_dict(), "hyper_parameters": dict(grey.hparams)}, folder / "grey-encoder.ckpt")
+    torch.save({"state_dict": grey.state_dict(), "hyper_parameters": {**grey.hparams, "method": "swav"}},
+               folder / "future-method.ckpt")
     (folder / "not-a-folder").write_text("a file where the output folder should be")
 
 
@@ -172,6 +167,15 @@ BAD_INPUTS = {
     "resume with nothing": ("pretrain/simclr/train.py", ["--resume"], "no checkpoint to resume"),
     "bf16 on a CPU": ("pretrain/simclr/train.py", ["--precision", "bf16-mixed", "--accelerator", "cpu"],
                       "no fast bfloat16"),
+    "unknown backbone": ("pretrain/moco/train.py", ["--backbone", "resnet19"], "--backbone"),
+    "stem of a backbone without stems": ("pretrain/moco/train.py", ["--backbone", "small_cnn", "--stem", "small"],
+                                         "no --stem choice"),
+    "backbone beside a pretrained encoder": (LR, ["--encoder", "{inputs}/grey-encoder.ckpt", "--backbone",
+                                                  "small_cnn"], "--encoder random only"),
+    "init of another backbone": ("pretrain/moco/train.py", ["--init", "{inputs}/grey-encoder.ckpt", "--backbone",
+                                                            "small_cnn"], "differs from the --init checkpoint's"),
+    "unknown method in a checkpoint": ("pretrain/test.py", ["--checkpoint", "{inputs}/future-method.ckpt"],
+                                       "unknown pretraining method 'swav'"),
 }
 
 
@@ -186,13 +190,38 @@ def inputs(tmp_path_factory, data_dir):
     return folder
 
 
+def command(script: str):
+    """The `main` of a command, as `python <script>` runs it."""
+    return importlib.import_module(script.removesuffix(".py").replace("/", ".")).main
+
+
+THROUGH_A_SHELL = ("unknown dataset", "missing data, no network", "unknown aug")  # also as a new process
+
+
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gives_one_line_error_and_writes_nothing(case, inputs, data_dir, tmp_path):
+def test_bad_input_gives_one_line_error_and_writes_nothing(case, inputs, data_dir, tmp_path, monkeypatch, capsys):
+    """In this process (a new one per case costs seconds of imports); THROUGH_A_SHELL below runs some as users do."""
     script, extra, expected = BAD_INPUTS[case]
-    extra = [a.format(inputs=inputs) for a in extra]
-    args = ["--dataset", "breastmnist", "--data-dir", str(data_dir)] + extra  # later options win
+    args = ["--dataset", "breastmnist", "--data-dir", str(data_dir)] + [a.format(inputs=inputs) for a in extra]
     root = inputs / "not-a-folder" if case == "output not writable" else tmp_path / "out"
-    env = {**run_env(root), "MEDSIMCLR_MEDMNIST_MIRROR": "http://127.0.0.1:9"}  # closed port: no network
+    for name, value in run_env(root).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MEDSIMCLR_MEDMNIST_MIRROR", "http://127.0.0.1:9")  # closed port: no network
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(inputs, data_dir, tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(command(script), args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert expected in lines[0], lines[0]
+    assert snapshot(inputs, data_dir, tmp_path) == before
+
+
+@pytest.mark.parametrize("case", THROUGH_A_SHELL)
+def test_bad_input_through_a_new_process(case, inputs, data_dir, tmp_path):
+    script, extra, expected = BAD_INPUTS[case]
+    args = ["--dataset", "breastmnist", "--data-dir", str(data_dir)] + [a.format(inputs=inputs) for a in extra]
+    env = {**run_env(tmp_path / "out"), "MEDSIMCLR_MEDMNIST_MIRROR": "http://127.0.0.1:9"}
     before = snapshot(inputs, data_dir, tmp_path)
     result = subprocess.run([sys.executable, str(REPO / script), *args], env=env, capture_output=True, text=True,
                             cwd=tmp_path)

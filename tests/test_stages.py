@@ -7,16 +7,17 @@ import sys
 import pytest
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule
 from conftest import REPO
+from events import scalar_tags
 from downstream.logistic_regression import test as lr_test, train as lr_train
-from downstream.logistic_regression.module import LogisticRegressionModule
+from common.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
-from models import ResNetEncoder
-from pretrain.simclr import test as simclr_test, train as simclr_train
+from models import build_backbone
+from pretrain import test as pretrain_test
+from pretrain.simclr import train as simclr_train
 from utils import models_dir, run_cli
 
 
@@ -35,15 +36,6 @@ def pretrained(data_dir, tmp_path_factory):
 def out(pretrained, monkeypatch):
     monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(pretrained))
     return pretrained
-
-
-def scalar_tags(run_dir):
-    tags = set()
-    for events in run_dir.rglob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
 
 
 def test_pretraining_writes_checkpoint_config_and_tensorboard(out):
@@ -71,9 +63,9 @@ def test_existing_checkpoint_is_never_overwritten_without_flag(out, data_dir, ca
 
 
 def test_simclr_test_reports_probe_metrics(out, data_dir, capsys):
-    simclr_test.main(["--checkpoint", "pretrain-breastmnist", "--data-dir", str(data_dir), "--probe-epochs", "3"])
+    pretrain_test.main(["--checkpoint", "pretrain-breastmnist", "--data-dir", str(data_dir), "--probe-epochs", "3"])
     printed = capsys.readouterr().out
-    assert "test ACC" in printed and "test AUROC" in printed and "test contrastive" in printed
+    assert "test ACC" in printed and "test AUROC" in printed and "test SimCLR: loss" in printed
     result = json.loads((models_dir("simclr") / "pretrain-breastmnist.test.json").read_text())
     assert 0 <= result["acc"] <= 1 and 0 <= result["auroc"] <= 1 and len(result["per_class_acc"]) == 2
 
@@ -94,7 +86,7 @@ def test_logistic_regression_train_and_test(out, data_dir, capsys):
 
 
 def test_logistic_regression_leaves_encoder_untouched(data_dir):
-    encoder = ResNetEncoder().train()  # train mode on purpose: extraction must switch it to eval
+    encoder = build_backbone().train()  # train mode on purpose: extraction must switch it to eval
     before = copy.deepcopy(encoder.state_dict())
     data = MedMNISTDataModule("bloodmnist", data_dir=data_dir)
     features = FeatureDataModule(data, encoder.requires_grad_(False))
@@ -136,7 +128,7 @@ def test_commands_run_from_another_directory(out, data_dir, tmp_path):
 
 def test_logistic_regression_makes_one_update_per_minibatch(data_dir):
     data = MedMNISTDataModule("bloodmnist", data_dir=data_dir)  # 64 training images
-    features = FeatureDataModule(data, ResNetEncoder().requires_grad_(False))
+    features = FeatureDataModule(data, build_backbone().requires_grad_(False))
     head = LogisticRegressionModule(512, data.num_classes, max_epochs=3, batch_size=10)
     before = head.head.weight.detach().clone()
     trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)

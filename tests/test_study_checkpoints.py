@@ -10,12 +10,12 @@ import torchvision
 import study_format
 from common.normalize import normalize
 from downstream.logistic_regression import test as lr_test, train as lr_train
-from downstream.logistic_regression.module import LogisticRegressionModule
+from common.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
-from downstream.resnet.module import ResNetClassifier
+from downstream.resnet.module import FinetuneClassifier
 from models.checkpoints import build_from_checkpoint, checkpoint_kind, load_encoder, read_checkpoint
 from pretrain.simclr import train as simclr_train
-from pretrain.simclr.module import SimCLRModule
+from pretrain.simclr.module import SimCLR
 from utils import UserError, models_dir, run_cli
 
 
@@ -51,14 +51,14 @@ def test_each_kind_is_recognised(study):
 def test_simclr_gives_torchvision_features_and_projections(study):
     folder, nets = study
     x = torch.rand(4, 3, 28, 28)
-    encoder, _ = load_encoder(folder / "pretrain-breastmnist.ckpt", "--encoder", channels=3)
+    encoder, _ = load_encoder(folder / "pretrain-breastmnist.ckpt", "--encoder", channels=3, size=28)
     reference = study_format.study_simclr_net()
     reference.load_state_dict(nets["simclr"].state_dict())
     reference.eval()
     projection_head, reference.fc = reference.fc, torch.nn.Identity()
     with torch.no_grad():
         assert torch.allclose(encoder.eval()(x), reference(x), atol=1e-5)
-        module = build_from_checkpoint(SimCLRModule, read_checkpoint(folder / "pretrain-breastmnist.ckpt"), "study").eval()
+        module = build_from_checkpoint(SimCLR, read_checkpoint(folder / "pretrain-breastmnist.ckpt"), "study").eval()
         assert torch.allclose(module(x), projection_head(reference(x)), atol=1e-5)
     assert module.hparams.temperature == 0.07
 
@@ -66,7 +66,7 @@ def test_simclr_gives_torchvision_features_and_projections(study):
 def test_finetuned_resnet_gives_torchvision_logits(study):
     folder, nets = study
     ckpt = read_checkpoint(folder / "baseline-breastmnist.ckpt")
-    model = build_from_checkpoint(ResNetClassifier, ckpt, "study", num_classes=2).eval()
+    model = build_from_checkpoint(FinetuneClassifier, ckpt, "study", num_classes=2).eval()
     x = torch.rand(4, 3, 28, 28)
     with torch.no_grad():
         assert torch.allclose(model(x), nets["resnet"](x), atol=1e-5)
@@ -109,11 +109,11 @@ def test_unexpected_or_missing_keys_fail_loudly(study, tmp_path):
     ckpt["state_dict"]["backbone.extra.weight"] = torch.zeros(1)
     study_format.save(ckpt, tmp_path / "extra.ckpt")
     with pytest.raises(UserError, match="unexpected weights encoder.extra.weight"):
-        build_from_checkpoint(ResNetClassifier, read_checkpoint(tmp_path / "extra.ckpt"), "extra", num_classes=2)
+        build_from_checkpoint(FinetuneClassifier, read_checkpoint(tmp_path / "extra.ckpt"), "extra", num_classes=2)
     del ckpt["state_dict"]["backbone.extra.weight"], ckpt["state_dict"]["backbone.layer4.1.bn2.weight"]
     study_format.save(ckpt, tmp_path / "missing.ckpt")
     with pytest.raises(UserError, match="missing weights encoder.layer4.1.bn2.weight"):
-        build_from_checkpoint(ResNetClassifier, read_checkpoint(tmp_path / "missing.ckpt"), "missing", num_classes=2)
+        build_from_checkpoint(FinetuneClassifier, read_checkpoint(tmp_path / "missing.ckpt"), "missing", num_classes=2)
 
 
 class WritesAFile:
@@ -141,3 +141,30 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, data_dir, output_r
         assert exit_info.value.code == 2 and "refusing to load" in capsys.readouterr().err
     assert not marker.exists()
     assert not os.path.exists(models_dir("logistic_regression"))
+
+
+def test_our_checkpoints_from_before_methods_were_plug_ins_still_load(tmp_path, data_dir, output_root, capsys):
+    """Before the method and backbone registries, our SimCLR runs recorded stage 'simclr', `arch` and the
+    projection size as `hidden_dim`; finetuned runs `arch`. Both keep working everywhere."""
+    model = SimCLR(in_channels=3)
+    legacy = {"state_dict": model.state_dict(), "hyper_parameters": {
+        "arch": "resnet18", "in_channels": 3, "dataset": "breastmnist", "size": 28, "aug": "novel", "hidden_dim": 128,
+        "lr": 5e-4, "weight_decay": 1e-4, "temperature": 0.07, "max_epochs": 5, "seed": 0, "init": None,
+        "channels_last": True, "stage": "simclr"}}
+    torch.save(legacy, tmp_path / "pretrain-breastmnist.ckpt")
+    ckpt = read_checkpoint(tmp_path / "pretrain-breastmnist.ckpt")
+    assert checkpoint_kind(ckpt) == "simclr"
+    encoder, _ = load_encoder(tmp_path / "pretrain-breastmnist.ckpt", "--encoder", channels=1, size=28)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(encoder.eval()(x), model.encoder.eval()(x), atol=1e-6)
+    assert build_from_checkpoint(SimCLR, ckpt, "legacy").hparams.backbone == "resnet18"
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--encoder",
+                   str(tmp_path / "pretrain-breastmnist.ckpt"), "--epochs", "1"])
+    finetuned = FinetuneClassifier(num_classes=2)
+    torch.save({"state_dict": finetuned.state_dict(), "hyper_parameters": {
+        "arch": "resnet18", "in_channels": 3, "num_classes": 2, "multilabel": False, "dataset": "breastmnist",
+        "lr": 1e-3, "max_epochs": 1, "init": None, "channels_last": True, "stage": "resnet"}},
+               tmp_path / "baseline-breastmnist.ckpt")
+    resnet_test.main(["--checkpoint", str(tmp_path / "baseline-breastmnist.ckpt"), "--data-dir", str(data_dir)])
+    assert "test AUROC" in capsys.readouterr().out

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from common.evaluate import report, run_test
 from common.features import FeatureDataModule
+from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint, test_parser
-from downstream.logistic_regression.module import LogisticRegressionModule
-from downstream.logistic_regression.train import frozen_encoder
+from downstream.logistic_regression.train import RANDOM, frozen_encoder
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
@@ -18,14 +18,15 @@ def main(argv=None):
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint; default: the one the head records (the study's heads record none)")
     args = parser.parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, "logistic_regression")
+    path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
                                  multilabel=data.multilabel, dataset=data.flag)
     check_classes(head, data, path)
     reference = args.encoder or head.hparams.encoder
     if reference is None:
         raise UserError(f"{path.name} does not record its encoder", "pass --encoder pretrain-<dataset> or a path")
-    encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed)
+    network = (head.hparams.backbone, head.hparams.stem) if reference == RANDOM else (None, None)
+    encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,

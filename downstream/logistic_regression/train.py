@@ -1,43 +1,50 @@
 """Logistic regression on frozen encoder features (computed once, in eval mode, without gradients).
 
     python downstream/logistic_regression/train.py --dataset bloodmnist --encoder pretrain-bloodmnist
+    python downstream/logistic_regression/train.py --dataset bloodmnist --encoder random --backbone small_cnn
 """
 from __future__ import annotations
 
 import torch
 
-from common.cli import add_samples_per_class, check_subset_options, subset_suffix, train_parser
+from common import linear_probe
+from common.cli import (add_backbone_options, add_samples_per_class, check_subset_options, new_network, subset_suffix,
+                        train_parser)
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
-from downstream.logistic_regression import module as logreg
-from models import ResNetEncoder
+from models.backbones import build_backbone
 from models.checkpoints import load_encoder
-from utils import resolve_checkpoint, run_cli, seed_everything
+from utils import UserError, resolve_encoder, run_cli, seed_everything
+
+RANDOM = "random"  # --encoder random: a randomly initialised (seeded) backbone, the no-pretraining reference
 
 
 def parse_args(argv=None):
-    parser = train_parser("Logistic regression on frozen encoder features.", epochs=logreg.EPOCHS,
-                          batch_size=logreg.BATCH_SIZE)
+    parser = train_parser("Logistic regression on frozen encoder features.", epochs=linear_probe.EPOCHS,
+                          batch_size=linear_probe.BATCH_SIZE)
     add_samples_per_class(parser)
     parser.add_argument("--encoder", default=None,
-                        help="SimCLR (or finetuned) checkpoint, path or run name, or 'random' for a randomly "
-                             "initialised encoder; default pretrain-<dataset>")
-    parser.add_argument("--lr", type=float, default=logreg.LR)
-    parser.add_argument("--weight-decay", type=float, default=logreg.WEIGHT_DECAY)
+                        help="encoder checkpoint of any pretraining method (or a finetuned one), path or run name, "
+                             "or 'random' for a randomly initialised --backbone; default pretrain-<dataset>")
+    add_backbone_options(parser, "with --encoder random")
+    parser.add_argument("--lr", type=float, default=linear_probe.LR)
+    parser.add_argument("--weight-decay", type=float, default=linear_probe.WEIGHT_DECAY)
     return parser.parse_args(argv)
 
 
-RANDOM = "random"  # --encoder random: a randomly initialised ResNet-18 (seeded), the no-pretraining reference
-
-
-def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0):
+def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
+                   stem: str | None = None):
     """The encoder named by --encoder (path, run name, or 'random'), frozen, and its path (or 'random')."""
     if reference == RANDOM:
+        options = new_network(backbone, stem, data.num_channels, data.size)
         torch.manual_seed(seed)
-        return ResNetEncoder().requires_grad_(False), RANDOM
-    path = resolve_checkpoint(reference, "simclr", "--encoder")
-    encoder, _ = load_encoder(path, "--encoder", data.num_channels)
+        return build_backbone(**options).requires_grad_(False), RANDOM
+    if backbone is not None or stem is not None:
+        raise UserError("--backbone and --stem choose the network of --encoder random only",
+                        f"the network of {reference} is the one its checkpoint records")
+    path = resolve_encoder(reference, "--encoder", also=("resnet",))
+    encoder, _ = load_encoder(path, "--encoder", data.num_channels, data.size)
     return encoder.requires_grad_(False), path
 
 
@@ -48,16 +55,19 @@ def main(argv=None):
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
-    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed)
+    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed,
+                                           args.backbone, args.stem)
     check_output("logistic_regression", name, args.overwrite, args.resume)
     seed_everything(args.seed)
-    model = logreg.LogisticRegressionModule(
+    model = linear_probe.LogisticRegressionModule(
         feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,
         dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
         encoder=str(encoder_path), encoder_md5=None if encoder_path == RANDOM else file_md5(encoder_path),
-        seed=args.seed, batch_size=min(args.batch_size, data.num_train()))
+        seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
+        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"])
     features = FeatureDataModule(data, encoder)
-    config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path)}
+    config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path),
+              **encoder.backbone_options}
     fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max", config=config)
 
 

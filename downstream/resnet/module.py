@@ -1,6 +1,6 @@
-"""ResNet finetuning: the whole encoder plus a new linear layer, trained on images.
+"""Finetuning: the whole encoder plus a new linear layer, trained on images.
 
-Started from a SimCLR encoder it is finetuning; started from random weights it is the supervised baseline.
+Started from a pretrained encoder it is finetuning; started from random weights it is the supervised baseline.
 """
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import torch
 
 from common.classifier import ClassifierModule
 from common.normalize import normalize, to_unit
-from models import ResNetEncoder, linear_head
+from models import build_backbone, linear_head
+from models.backbones import DEFAULT_BACKBONE
 
 LR = 1e-3  # the study's Adam learning rate (REFERENCE.md, "Downstream")
 
 
-class ResNetClassifier(ClassifierModule):
-    """uint8 images (N, C, H, W) -> logits (N, num_classes)."""
+class FinetuneClassifier(ClassifierModule):
+    """uint8 images (N, C, H, W) -> logits (N, num_classes), with any backbone of the registry."""
 
     def __init__(
         self,
-        arch: str = "resnet18",
+        backbone: str = DEFAULT_BACKBONE,
+        stem: str | None = None,
         in_channels: int = 3,
+        size: int = 28,
         num_classes: int = 2,
         multilabel: bool = False,
         dataset: str = "bloodmnist",
@@ -31,7 +34,8 @@ class ResNetClassifier(ClassifierModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = ResNetEncoder(arch, in_channels)
+        self.encoder = build_backbone(backbone, in_channels, size, stem)
+        self.hparams.stem = self.encoder.backbone_options["stem"]
         self.head = linear_head(self.encoder.feature_dim, num_classes)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 

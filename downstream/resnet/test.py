@@ -1,4 +1,4 @@
-"""Test a finetuned or baseline ResNet on the test split.
+"""Test a finetuned or baseline classifier on the test split.
 
     python downstream/resnet/test.py --dataset bloodmnist --checkpoint downstream-bloodmnist
 """
@@ -6,19 +6,22 @@ from __future__ import annotations
 
 from common.evaluate import report, run_test
 from common.testing import check_classes, open_checkpoint, test_parser
-from downstream.resnet.module import ResNetClassifier
-from models.checkpoints import build_from_checkpoint
+from downstream.resnet.module import FinetuneClassifier
+from models.backbones import require_reads
+from models.checkpoints import build_from_checkpoint, our_state_dict
 from utils import run_cli
 
 
 def main(argv=None):
-    args = test_parser("Test a finetuned/baseline ResNet on the test split.").parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, "resnet")
-    model = build_from_checkpoint(ResNetClassifier, ckpt, f"--checkpoint {path.name}",
-                                  num_classes=ckpt["state_dict"].get("head.weight", ckpt["state_dict"].get(
-                                      "backbone.fc.weight")).shape[0],
+    args = test_parser("Test a finetuned/baseline classifier on the test split.").parse_args(argv)
+    path, ckpt, data = open_checkpoint(args, ["resnet"], ("resnet",))
+    head = our_state_dict(ckpt).get("head.weight")  # missing: load_weights names it
+    model = build_from_checkpoint(FinetuneClassifier, ckpt, f"--checkpoint {path.name}",
+                                  num_classes=data.num_classes if head is None else head.shape[0],
                                   multilabel=data.multilabel, dataset=data.flag)
     check_classes(model, data, path)
+    require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
+                  "pass the --dataset and --size it was trained on")
     results = run_test(model, data, args)
     report(results, data.class_names, path, {"stage": "resnet", "dataset": data.flag, "init": model.hparams.init})
 

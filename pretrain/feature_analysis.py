@@ -1,10 +1,11 @@
 """Look at an encoder's features: PCA and t-SNE scatter plots coloured by class, and a silhouette score.
 
-Works on a SimCLR checkpoint or on a finetuned/baseline ResNet (its encoder, without the head).
-Writes `<checkpoint stem>.pca.png`, `.tsne.png` and `.features.json` next to the checkpoint (or in --out-dir).
+Works on a pretrained encoder of any method or on a finetuned/baseline classifier (its encoder, without
+the head). Writes `<checkpoint stem>.pca.png`, `.tsne.png` and `.features.json` next to the checkpoint
+(or in --out-dir).
 
-    python pretrain/simclr/feature_analysis.py --checkpoint pretrain-bloodmnist
-    python pretrain/simclr/feature_analysis.py --checkpoint downstream/resnet/models/downstream-bloodmnist.ckpt
+    python pretrain/feature_analysis.py --checkpoint pretrain-bloodmnist
+    python pretrain/feature_analysis.py --checkpoint downstream/resnet/models/downstream-bloodmnist.ckpt
 """
 from __future__ import annotations
 
@@ -25,15 +26,16 @@ from sklearn.metrics import silhouette_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from common.cli import data_parser, positive_int  # noqa: E402
-from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
+from common.data import SPLITS  # noqa: E402
 from common.features import extract_features  # noqa: E402
-from models.checkpoints import expect_kind, load_encoder, read_checkpoint, recorded_dataset  # noqa: E402
-from utils import UserError, atomic_path, atomic_write_text, models_dir, resolve_checkpoint, run_cli  # noqa: E402
+from common.testing import open_checkpoint  # noqa: E402
+from models.checkpoints import PRETRAINED, checkpoint_kind, encoder_from  # noqa: E402
+from utils import UserError, atomic_path, atomic_write_text, pretrain_stages, run_cli  # noqa: E402
 
 MAX_SAMPLES = 2000
 PERPLEXITY = 30.0  # sklearn's default
 MIN_SAMPLES = 3  # PCA to 2D and t-SNE need at least this many points
-LOOKUP_STAGES = ("simclr", "resnet")  # where a bare run name is looked for, in this order
+KINDS = (PRETRAINED, "resnet")  # the checkpoints whose encoder it analyses
 NONE_LABEL = "none"  # multi-label images without any positive label
 SILHOUETTE_METRIC = "euclidean"
 FIGURE_INCHES = (8.0, 6.0)
@@ -56,10 +58,10 @@ def positive_float(text: str) -> float:
 
 def parse_args(argv=None):
     parser = data_parser("PCA and t-SNE plots and the silhouette score of an encoder's features.")
-    parser.set_defaults(dataset=None)
+    parser.set_defaults(dataset=None, size=None)
     parser.add_argument("--checkpoint", required=True,
-                        help="SimCLR or finetuned/baseline ResNet checkpoint: a path, or a run name looked up in "
-                             "pretrain/simclr/models then downstream/resnet/models")
+                        help="pretrained encoder (any method) or finetuned/baseline classifier: a path, or a run "
+                             "name from pretrain/<method>/models or downstream/resnet/models")
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--max-samples", type=positive_int, default=MAX_SAMPLES,
                         help="analyse at most N random images of the split")
@@ -69,29 +71,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def find_checkpoint(reference: str) -> Path:
-    """A path, or a run name from the SimCLR models folder, then from the ResNet one."""
-    for stage in LOOKUP_STAGES:
-        try:
-            return resolve_checkpoint(reference, stage, "--checkpoint")
-        except UserError:
-            continue
-    folders = " or ".join(str(models_dir(stage)) for stage in LOOKUP_STAGES)
-    raise UserError(f"--checkpoint {reference}: no such checkpoint",
-                    f"give a path to a .ckpt file or a run name from {folders}")
-
-
 def open_encoder(args):
     """(path, kind, encoder, data) for --checkpoint; --dataset defaults to the one it records."""
-    path = find_checkpoint(args.checkpoint)
-    ckpt = read_checkpoint(path)
-    kind = expect_kind(ckpt, path, LOOKUP_STAGES, "--checkpoint")
-    args.dataset = args.dataset or recorded_dataset(ckpt, path)
-    if args.dataset is None:
-        raise UserError(f"{path.name} does not record its dataset", "pass --dataset")
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
-    encoder, _ = load_encoder(path, "--checkpoint", data.num_channels)
-    return path, kind, encoder, data
+    path, ckpt, data = open_checkpoint(args, pretrain_stages() + ["resnet"], KINDS)
+    encoder, _ = encoder_from(ckpt, path, "--checkpoint", data.num_channels, data.size)
+    return path, checkpoint_kind(ckpt), encoder, data
 
 
 def sample_split(images: torch.Tensor, labels: torch.Tensor, max_samples: int, seed: int):

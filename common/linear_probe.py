@@ -1,4 +1,5 @@
-"""Logistic regression: one linear layer on frozen encoder features (computed once, see common.features).
+"""Logistic regression (a linear probe): one linear layer on frozen encoder features (computed once, see
+common.features). The logistic-regression stage trains it; pretraining's test.py and the benchmark use it too.
 
 A linear layer on 512 features costs microseconds per minibatch, while one Lightning training step
 costs milliseconds of bookkeeping (Lightning's optimizer wrapper alone ~10 ms here). So one
@@ -34,7 +35,8 @@ def count_optimizer_step(trainer) -> None:
 
 
 class LogisticRegressionModule(ClassifierModule):
-    """Features (N, feature_dim) -> logits (N, num_classes). Records the encoder it was trained on."""
+    """Features (N, feature_dim) -> logits (N, num_classes). Records the encoder it was trained on (and, for
+    a random-init encoder, its backbone and stem)."""
 
     def __init__(
         self,
@@ -49,6 +51,8 @@ class LogisticRegressionModule(ClassifierModule):
         encoder_md5: str | None = None,
         seed: int = 0,
         batch_size: int = BATCH_SIZE,
+        backbone: str | None = None,
+        stem: str | None = None,
         stage: str = "logistic_regression",
     ):
         super().__init__()

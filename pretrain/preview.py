@@ -1,7 +1,10 @@
 """Preview an augmentation: a PNG grid with one row per image, the original then its random views.
 
-    python pretrain/simclr/preview.py --dataset bloodmnist --aug novel
-    python pretrain/simclr/preview.py --dataset breastmnist --aug greyscale --n-views 6 --out views.png
+Every pretraining method uses the same augmentation; `--checkpoint` shows the views a run was trained on.
+
+    python pretrain/preview.py --dataset bloodmnist --aug novel
+    python pretrain/preview.py --dataset breastmnist --aug greyscale --n-views 6 --out views.png
+    python pretrain/preview.py --checkpoint moco-breastmnist        # its dataset, size and augmentation
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from common.augment import AUGMENTATIONS, SEQUENCES, build_augmentation  # noqa: E402
-from common.cli import data_parser, positive_int  # noqa: E402
+from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, data_parser, positive_int  # noqa: E402
 from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
 from common.normalize import to_unit  # noqa: E402
-from utils import atomic_path, models_dir, run_cli  # noqa: E402
+from models.checkpoints import PRETRAINED, expect_kind, read_checkpoint  # noqa: E402
+from utils import PRETRAIN_FOLDER, UserError, atomic_path, output_root, resolve_encoder, run_cli  # noqa: E402
 
 N_IMAGES = 8
 N_VIEWS = 4
@@ -31,15 +35,36 @@ TITLE_SIZE = 10
 LABEL_SIZE = 7
 
 
+PREVIEWS = PRETRAIN_FOLDER / "previews"  # under the output root, beside the methods' folders
+
+
 def parse_args(argv=None):
     parser = data_parser("Preview an augmentation sequence on a few images of a MedMNIST dataset.")
-    parser.add_argument("--aug", required=True, choices=AUGMENTATIONS, help="augmentation sequence")
+    parser.set_defaults(dataset=None, size=None)
+    parser.add_argument("--aug", default=None, choices=AUGMENTATIONS, help="augmentation sequence")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a pretraining run (any method; path or run name): its dataset, size and --aug "
+                             "are the defaults")
     parser.add_argument("--n-images", type=positive_int, default=N_IMAGES, help="rows: images shown")
     parser.add_argument("--n-views", type=positive_int, default=N_VIEWS, help="augmented views per image")
     parser.add_argument("--split", default="train", choices=SPLITS, help="split the images are drawn from")
     parser.add_argument("--out", default=None,
-                        help="PNG to write (default pretrain/simclr/models/preview-<dataset>-<aug>.png)")
-    return parser.parse_args(argv)
+                        help="PNG to write (default pretrain/previews/preview-<dataset>-<aug>.png)")
+    args = parser.parse_args(argv)
+    recorded = run_options(args.checkpoint) if args.checkpoint else {}
+    for option, default in (("dataset", DEFAULT_DATASET), ("size", DEFAULT_SIZE), ("aug", None)):
+        setattr(args, option, getattr(args, option) or recorded.get(option) or default)
+    if args.aug is None:
+        raise UserError("no augmentation to preview", "pass --aug, or --checkpoint of a pretraining run")
+    return args
+
+
+def run_options(reference: str) -> dict:
+    """The hyper-parameters a pretraining checkpoint of any method records."""
+    path = resolve_encoder(reference, "--checkpoint")
+    ckpt = read_checkpoint(path)
+    expect_kind(ckpt, path, (PRETRAINED,), "--checkpoint")
+    return dict(ckpt.get("hyper_parameters") or {})
 
 
 def pick_images(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
@@ -112,7 +137,7 @@ def main(argv=None):
     title = (f"{data.flag} ({args.split}, {args.size} px): augmentation '{args.aug}'\n"
              f"{' > '.join(SEQUENCES[args.aug])}")
     fig = plot_grid(columns, [label_text(label, data.class_names) for label in labels], title)
-    out = Path(args.out).expanduser() if args.out else models_dir("simclr") / f"preview-{data.flag}-{args.aug}.png"
+    out = Path(args.out).expanduser() if args.out else output_root() / PREVIEWS / f"preview-{data.flag}-{args.aug}.png"
     write_png(fig, out)
     print(f"wrote {out}")
     return out

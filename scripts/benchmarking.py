@@ -1,4 +1,4 @@
-"""The measurements of `scripts/benchmark.py`: SimCLR training speed, augmentation, the linear probe.
+"""The measurements of `scripts/benchmark.py`: a pretraining method's training speed, augmentation, the linear probe.
 
 Every timed loop follows one rule: synchronise the device, read `time.perf_counter()`, run `steps` steps
 without any further synchronisation, synchronise, read the clock again. Throughput is the work of those
@@ -19,16 +19,16 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from common import linear_probe as logreg
 from common.augment import build_augmentation
 from common.classifier import ClassifierModule
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule, extract_features
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
-from downstream.logistic_regression import module as logreg
-from models import ResNetEncoder
-from pretrain.simclr.loss import nt_xent
-from pretrain.simclr.module import SimCLRModule
+from models import build_backbone
+from pretrain import method_class
+from pretrain.base import PretrainModule
 from utils import seed_everything
 
 AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -108,34 +108,39 @@ def machine_info(device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------ 1. compute-only limit
-def simclr_model(args, in_channels: int = 3) -> SimCLRModule:
-    """The pretraining stage's module with the benchmark's settings (as pretrain/simclr/train.py builds it).
+def method_model(args, data: MedMNISTDataModule) -> PretrainModule:
+    """The pretraining stage's module with the benchmark's settings (as pretrain/cli.py builds it).
 
     --compile compiles the encoder in place, as common.trainer.fit_and_save does for the stage's --compile,
     in both measurements (compiling the LightningModule would also compile training_step and its self.log).
     """
-    model = SimCLRModule(arch=args.arch, in_channels=in_channels, dataset=args.dataset, size=args.size,
-                         aug=args.aug, seed=args.seed, channels_last=args.channels_last)
+    model = method_class(args.method)(
+        backbone=args.backbone, stem=args.stem, in_channels=data.num_channels, dataset=args.dataset, size=args.size,
+        aug=args.aug, batch_size=args.batch_size, num_train=data.num_train(), seed=args.seed,
+        channels_last=args.channels_last)
     if args.compile:
         model.encoder.compile()
     return model
 
 
-def compute_only(args, channels: int, device: torch.device) -> dict:
-    """forward + NT-Xent + backward + AdamW on pre-augmented, normalised views already on the device."""
+def compute_only(args, data: MedMNISTDataModule, device: torch.device) -> dict:
+    """The method's whole training step (its networks' forward, loss, backward, optimiser, and what the method
+    does around them: momentum updates, queue) on pre-augmented, normalised views already on the device."""
     seed_everything(args.seed)
-    model = simclr_model(args).to(device)
+    model = method_model(args, data).to(device)
     model.to(memory_format=model.memory_format).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
+    optimizers, _ = model.configure_optimizers()
+    optimizer = optimizers[0]
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    views = torch.rand(2 * args.batch_size, channels, args.size, args.size, generator=generator, device=device)
+    views = torch.rand(2 * args.batch_size, data.num_channels, args.size, args.size, generator=generator,
+                       device=device)
     views = normalize(views).contiguous(memory_format=model.memory_format)
     dtype = AUTOCAST_DTYPES.get(args.precision)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
 
     def step():
         with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            loss, _ = nt_xent(model(views), model.hparams.temperature)
+            loss, _ = model.step(views, "train")
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -174,10 +179,10 @@ class StepTimer(pl.Callback):
 
 
 def pretrain_path(args, data: MedMNISTDataModule, accelerator: str) -> dict:
-    """SimCLR under a real Trainer: MedMNISTDataModule (drop_last) + batched augmentation + SimCLRModule, with
+    """The method under a real Trainer: MedMNISTDataModule (drop_last) + batched augmentation + its module, with
     the stages' per-step NaN check (a host sync on CUDA); without logger, checkpoints and progress bar."""
     seed_everything(args.seed)
-    model = simclr_model(args)
+    model = method_model(args, data)
     timer = StepTimer(args.warmup, args.steps)
     with quiet_lightning():
         trainer = pl.Trainer(
@@ -198,7 +203,7 @@ def pretrain_path(args, data: MedMNISTDataModule, accelerator: str) -> dict:
 
 # ------------------------------------------------------------------------------ 3. augmentation alone
 def augmentation(args, images: torch.Tensor, names, device: torch.device) -> dict:
-    """What SimCLRModule.on_after_batch_transfer does to a batch: uint8 -> 2 views -> normalised."""
+    """What PretrainModule.on_after_batch_transfer does to a batch: uint8 -> 2 views -> normalised."""
     images = images.to(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     results = {}
@@ -302,7 +307,7 @@ def head(args, data: MedMNISTDataModule, feature_dim: int, device: torch.device,
 def logistic_regression(args, data: MedMNISTDataModule, accelerator: str, device: torch.device) -> dict:
     """The probe stage end to end: random-init encoder -> features of all splits -> head (Trainer) -> test."""
     torch.manual_seed(args.seed)  # as downstream/logistic_regression/train.frozen_encoder("random")
-    encoder = ResNetEncoder(args.arch).requires_grad_(False)
+    encoder = build_backbone(args.backbone, data.num_channels, args.size, args.stem).requires_grad_(False)
     features = FeatureDataModule(data, encoder, device=device)
     extract = extract_splits(features, device)
     model, validation = head(args, data, encoder.feature_dim, device), ValidationTimer()

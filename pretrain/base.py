@@ -1,0 +1,175 @@
+"""What every pretraining method shares, so that a method adds only its networks and its loss.
+
+`PretrainModule` owns: the encoder (built by the backbone registry from the dataset's channels), the two
+augmented views of each batch made on the device with a seeded generator (saved in checkpoints, so a
+resumed run continues the same random stream), the optimiser and cosine schedule, logging, gathering
+across devices, and the metadata a checkpoint records (method, backbone, stem, channels, size, dataset).
+
+A method subclasses it, sets its name and defaults as class attributes, builds its heads in `__init__`,
+and implements `step(views, split) -> (loss, metrics)` on the views (2N, C, H, W): rows i and N + i are
+the two views of image i.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from common.augment import build_augmentation
+from common.normalize import normalize, to_unit
+from models.backbones import DEFAULT_BACKBONE, build_backbone
+from models.checkpoints import load_weights
+
+VAL_AUG_SEED_OFFSET = 1_000_003  # validation views are the same every epoch, and differ from training's
+OPTIMIZERS = ("adamw", "sgd")
+SGD_MOMENTUM = 0.9  # MoCo v2, BYOL (with LARS) and lightly's benchmarks alike
+
+
+class PretrainModule(pl.LightningModule):
+    """Batches of uint8 images -> two views each (augmented on the device) -> the method's `step`."""
+
+    NAME = ""  # recorded in checkpoints as `method`; the folder pretrain/<NAME>/
+    TITLE = ""  # for messages: "SimCLR", "MoCo v2", ...
+    RUN_PREFIX = ""  # default run name: <RUN_PREFIX>-<dataset>
+    MONITOR: tuple[str, str] | None = ("val/loss", "min")  # (metric, mode) selecting the best checkpoint; None:
+    #                                                         the run keeps its last one
+    # optimiser defaults; each method sets them with their source
+    OPTIMIZER = "adamw"
+    LR = 1e-3
+    LR_BATCH: int | None = None  # scale LR linearly to the global batch (Goyal et al. 2017): LR * batch / LR_BATCH
+    WEIGHT_DECAY = 0.0
+    LR_FLOOR = 0.0  # the cosine schedule ends at LR * LR_FLOOR
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        stem: str | None = None,
+        in_channels: int = 3,
+        dataset: str = "bloodmnist",
+        size: int = 28,
+        aug: str = "novel",
+        optimizer: str | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int = 256,
+        num_train: int | None = None,
+        max_epochs: int = 100,
+        seed: int = 0,
+        init: str | None = None,
+        channels_last: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = build_backbone(backbone, in_channels, size, stem)
+        self.hparams.update(method=self.NAME, stem=self.encoder.backbone_options["stem"],
+                            optimizer=optimizer or self.OPTIMIZER,
+                            weight_decay=self.WEIGHT_DECAY if weight_decay is None else weight_decay)
+        if self.hparams.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        self.augment = build_augmentation(aug, size)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.generators: dict[str, torch.Generator] = {}
+        self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint
+
+    # -- what a method implements --------------------------------------------------------------------
+    def step(self, views: torch.Tensor, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """views (2N, C, H, W) -> (loss, metrics to log as <split>/<name>)."""
+        raise NotImplementedError
+
+    def on_encoder_loaded(self) -> None:
+        """Called after `--init` loaded the encoder's weights (momentum copies follow it here)."""
+
+    # -- shared pieces for methods -----------------------------------------------------------------
+    def gather(self, x: torch.Tensor, grads: bool = True) -> torch.Tensor:
+        """(n, ...) on each device -> (W * n, ...), devices in rank order; gradients flow back to each device."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return x
+        return self.all_gather(x, sync_grads=grads).flatten(0, 1)
+
+    def load_encoder_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        load_weights(self.encoder, state, source)
+        self.on_encoder_loaded()
+
+    # -- views --------------------------------------------------------------------------------------
+    def generator(self, split: str, reset: bool = False) -> torch.Generator:
+        """The augmentation's generator on this device, seeded from --seed."""
+        if reset or split not in self.generators or self.generators[split].device != self.device:
+            seed = self.hparams.seed + (VAL_AUG_SEED_OFFSET if split == "val" else 0)
+            self.generators[split] = torch.Generator(device=self.device).manual_seed(seed)
+            if split in self.restored_rng and not reset:  # --resume: continue the interrupted random stream
+                self.generators[split].set_state(self.restored_rng.pop(split))
+        return self.generators[split]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, labels = batch
+        split = "train" if self.trainer.training else "val"
+        x, generator = to_unit(images), self.generator(split)
+        views = torch.cat([self.augment(x, generator), self.augment(x, generator)])  # (2N, C, H, W)
+        return normalize(views).contiguous(memory_format=self.memory_format), labels
+
+    def on_validation_epoch_start(self) -> None:
+        self.generator("val", reset=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.generator("val", reset=True)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["augmentation_rng"] = {"train": self.generator("train").get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.restored_rng = dict(checkpoint.get("augmentation_rng", {}))
+
+    # -- steps and logging -------------------------------------------------------------------------
+    def _logged_step(self, batch, split: str) -> torch.Tensor:
+        views, _ = batch
+        loss, metrics = self.step(views, split)
+        logged = {f"{split}/loss": loss, **{f"{split}/{k}": v for k, v in metrics.items()}}
+        self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=split == "train", batch_size=len(views) // 2,
+                      sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=1)
+        return self._logged_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._logged_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._logged_step(batch, "test")
+
+    # -- optimisation -------------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        """--lr, or the method's LR scaled to the global batch when it names a reference batch."""
+        if self.hparams.lr is not None:
+            return self.hparams.lr
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return self.LR if self.LR_BATCH is None else self.LR * self.hparams.batch_size * world / self.LR_BATCH
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]  # momentum copies are not trained
+
+    def configure_optimizers(self):
+        self.hparams.lr = lr = self.learning_rate()  # recorded as used
+        params, decay = self.trained_parameters(), self.hparams.weight_decay
+        if self.hparams.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.max_epochs,
+                                                               eta_min=lr * self.LR_FLOOR)
+        return [optimizer], [scheduler]
+
+    def configure_model(self) -> None:
+        self.to(memory_format=self.memory_format)
+
+
+TOP_K = 5  # acc_top5: the positive ranked among the 5 most similar candidates (the study's metric)
+
+
+def rank_metrics(rank: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The study's contrastive metrics from the rank of each positive among its candidates (0 = first)."""
+    rank = rank.float()
+    return {"acc_top1": (rank == 0).float().mean(), f"acc_top{TOP_K}": (rank < TOP_K).float().mean(),
+            "acc_mean_pos": 1 + rank.mean()}

@@ -1,0 +1,92 @@
+"""The command line every method's train.py shares: options, checks, and the run itself.
+
+A method's train.py adds its own options to `pretrain_parser(Method)` and calls
+`pretrain(Method, args, **its_options)`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.augment import AUGMENTATIONS
+from common.cli import Parser, add_backbone_options, new_network, train_parser
+from common.data import MedMNISTDataModule
+from common.trainer import check_output, fit_and_save
+from models.backbones import backbone_options
+from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
+from pretrain.base import OPTIMIZERS
+from utils import UserError, resolve_encoder, seed_everything
+
+BATCH_SIZE = 256  # the study's: min(256, N)
+EPOCHS = 100  # ours: the study left it to the command line
+AUG = "novel"  # the study's proposed sequence
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def pretrain_parser(method) -> Parser:
+    """train_parser plus the options of every pretraining method, with `method`'s defaults in the help."""
+    parser = train_parser(f"{method.TITLE} pretraining on MedMNIST.", epochs=EPOCHS, batch_size=None)
+    parser.set_defaults(batch_size=None)
+    parser.add_argument("--aug", default=AUG, choices=AUGMENTATIONS, help="augmentation sequence")
+    add_backbone_options(parser, "without --init")
+    parser.add_argument("--optimizer", default=method.OPTIMIZER, choices=OPTIMIZERS)
+    scaled = f" x batch / {method.LR_BATCH}" if method.LR_BATCH else ""
+    parser.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default {method.LR:g}{scaled})")
+    parser.add_argument("--weight-decay", type=float, default=method.WEIGHT_DECAY)
+    parser.add_argument("--init", default=None,
+                        help="start from the encoder of this checkpoint (path or run name; any method, or the study's)")
+    return parser
+
+
+def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
+    """backbone, stem, in_channels and size: the --init checkpoint's (`ckpt`), or the options' and the dataset's."""
+    if init is None:
+        return new_network(args.backbone, args.stem, data.num_channels, data.size)
+    options = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
+    network = options["backbone"] + (f", {options['stem']} stem" if options["stem"] else "")
+    for option, given in (("backbone", args.backbone), ("stem", args.stem)):
+        if given is not None and given != options[option]:
+            raise UserError(f"--{option} {given} differs from the --init checkpoint's network ({network})",
+                            f"leave --{option} out: the encoder's network comes from {init.name}")
+    return {**options, "size": data.size}
+
+
+def pretrain(method, args, **method_options) -> Path:
+    """Pretrain `method` (a PretrainModule subclass) as `args` say; returns the saved `<name>.ckpt`."""
+    name = args.name or f"{method.RUN_PREFIX}-{args.dataset}"
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
+                              seed=args.seed, drop_last=True).load()
+    n_train = data.num_train()
+    if args.batch_size is not None and args.batch_size > n_train:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
+                        f"use --batch-size {n_train} or less")
+    data.batch_size = args.batch_size or min(BATCH_SIZE, n_train)
+    init = resolve_encoder(args.init, "--init", also=("resnet",)) if args.init else None
+    ckpt = read_checkpoint(init) if init else None
+    if ckpt is not None:
+        expect_kind(ckpt, init, (PRETRAINED, "resnet"), "--init")
+    seed_everything(args.seed)
+    model = method(**encoder_options(args, data, init, ckpt), dataset=args.dataset, aug=args.aug,
+                   optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=data.batch_size,
+                   num_train=n_train, max_epochs=args.epochs, seed=args.seed, init=str(init) if init else None,
+                   **method_options)
+    if ckpt is not None:  # the encoder's weights, from any method's (or a finetuned) checkpoint
+        model.load_encoder_state(submodule_state(our_state_dict(ckpt), "encoder"), f"--init {init.name}")
+    check_output(method.NAME, name, args.overwrite, args.resume)
+    config = {**vars(args), "method": method.NAME, "name": name, "batch_size": data.batch_size,
+              "data_file": str(data.path), **{k: model.hparams[k] for k in ("backbone", "stem", "in_channels")}}
+    monitor, mode = method.MONITOR or (None, "max")
+    return fit_and_save(method.NAME, name, args, model, data, monitor=monitor, mode=mode, config=config)

@@ -1,0 +1,93 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020, "Improved Baselines with Momentum Contrastive Learning"):
+queries from the encoder, keys from its momentum copy, negatives from a queue of past keys."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from models import ProjectionHead
+from pretrain.base import PretrainModule, rank_metrics
+from pretrain.moco.batchnorm import use_split_batch_norm
+from pretrain.moco.loss import info_nce
+from pretrain.moco.key_queue import KeyQueue
+from pretrain.momentum import ema_update, momentum_copy
+
+TEMPERATURE = 0.2  # MoCo v2
+PROJECTION_DIM = 128  # MoCo v2's MLP head: feature_dim -> feature_dim (2048 for ResNet-50) -> ReLU -> 128
+QUEUE_SIZE = 65536  # MoCo v2's dictionary size, capped at the number of training images (see default_queue_size)
+KEY_MOMENTUM = 0.99  # lightly's CIFAR-10 benchmark; MoCo v2's 0.999 suits ImageNet's 5,000 steps per epoch,
+#                      on a small data set (a few steps per epoch) the key encoder would hardly move
+BN_SPLITS = 8  # MoCo's CIFAR-10 demo: split batch norm with 8 splits stands in for shuffle-BN on 8 GPUs
+SYMMETRIC = True  # MoCo's CIFAR-10 demo: each view is a query of the other (twice the loss terms per image)
+
+
+def default_queue_size(num_train: int | None) -> int:
+    """MoCo v2's 65,536, but never more keys than training images: a longer queue holds stale copies of
+    the positive as negatives (facebookresearch/moco issue 146)."""
+    return min(QUEUE_SIZE, num_train) if num_train else QUEUE_SIZE
+
+
+class MoCo(PretrainModule):
+    NAME, TITLE, RUN_PREFIX = "moco", "MoCo v2", "moco"
+    # the loss and the rank of the positive are measured against a queue that changes every step, so they do
+    # not compare between epochs (a random network ranks first, until the queue holds real keys): keep the last
+    MONITOR = None
+    OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.03, 256, 1e-4  # MoCo v2: SGD 0.03 per 256 images, wd 1e-4
+    LR_FLOOR = 0.0  # MoCo v2: cosine schedule to 0
+
+    def __init__(self, temperature: float = TEMPERATURE, queue_size: int | None = None,
+                 key_momentum: float = KEY_MOMENTUM, bn_splits: int = BN_SPLITS, symmetric: bool = SYMMETRIC,
+                 projection_dim: int = PROJECTION_DIM, **base):
+        super().__init__(**base)
+        feature_dim = self.encoder.feature_dim
+        self.projector = ProjectionHead(feature_dim, feature_dim, projection_dim)
+        use_split_batch_norm(self.encoder, bn_splits)  # one device; on several, setup() makes it plain batch norm
+        self.key_encoder, self.key_projector = momentum_copy(self.encoder), momentum_copy(self.projector)
+        self.hparams.queue_size = queue_size or default_queue_size(self.hparams.num_train)
+        self.queue = KeyQueue(self.hparams.queue_size, projection_dim)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:  # shuffle-BN across the devices instead of split batch norm
+            use_split_batch_norm(self.encoder, 1)
+            use_split_batch_norm(self.key_encoder, 1)
+
+    def on_encoder_loaded(self) -> None:
+        self.key_encoder.load_state_dict(self.encoder.state_dict())
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(views))  # queries (M, projection_dim)
+
+    @torch.no_grad()
+    def keys(self, views: torch.Tensor, split: str) -> torch.Tensor:
+        """Keys of `views` from the momentum networks, computed on a shuffled batch (shuffle-BN)."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            return self._keys_across_devices(views, split)
+        order = torch.randperm(len(views), generator=self.generator(split), device=views.device)
+        keys = torch.empty(len(views), self.queue.keys.shape[1], device=views.device)
+        keys[order] = self.key_projector(self.key_encoder(views[order])).float()
+        return keys
+
+    def _keys_across_devices(self, views: torch.Tensor, split: str) -> torch.Tensor:
+        """MoCo's shuffle-BN: all devices' views shuffled together, each device encodes one shard."""
+        everything = self.all_gather(views).flatten(0, 1)  # (W * m, C, H, W)
+        order = torch.randperm(len(everything), generator=self.generator(split), device=views.device)
+        dist.broadcast(order, src=0)  # every device uses rank 0's permutation
+        shard = order.view(self.trainer.world_size, -1)[self.global_rank]
+        encoded = self.all_gather(self.key_projector(self.key_encoder(everything[shard])).float()).flatten(0, 1)
+        keys = torch.empty_like(encoded)
+        keys[order] = encoded
+        return keys.view(self.trainer.world_size, len(views), -1)[self.global_rank]
+
+    def step(self, views: torch.Tensor, split: str):
+        n = len(views) // 2
+        if split == "train":  # the key networks follow the query networks before this step's keys (MoCo)
+            ema_update(self.encoder, self.key_encoder, self.hparams.key_momentum)
+            ema_update(self.projector, self.key_projector, self.hparams.key_momentum)
+        if self.hparams.symmetric:  # queries of both views; the positive of view 1's query is view 2's key
+            queries, keys = self(views), self.keys(views, split).roll(n, dims=0)
+        else:
+            queries, keys = self(views[:n]), self.keys(views[n:], split)
+        loss, rank = info_nce(queries, keys, self.queue.keys.clone(), self.hparams.temperature)
+        if split == "train":
+            self.queue.enqueue(self.gather(keys, grads=False))  # every device's keys, in rank order
+        return loss, rank_metrics(rank)

@@ -1,0 +1,46 @@
+"""Test a pretrained encoder of any method: its own loss and metrics on the test split, and a linear probe's
+test ACC/AUROC.
+
+The probe is a logistic-regression head trained on the frozen features of the train split (the
+study's settings), evaluated once on the test split; nothing is selected on test.
+
+    python pretrain/test.py --checkpoint pretrain-bloodmnist
+    python pretrain/test.py --checkpoint pretrain/moco/models/moco-bloodmnist.ckpt
+"""
+from __future__ import annotations
+
+from common import linear_probe
+from common.evaluate import report, run_test, test_trainer
+from common.features import FeatureDataModule
+from common.testing import open_checkpoint, test_parser
+from models.backbones import require_reads
+from models.checkpoints import PRETRAINED, build_from_checkpoint, checkpoint_kind
+from pretrain import method_class
+from utils import pretrain_stages, run_cli
+
+
+def main(argv=None):
+    parser = test_parser("Test a pretrained encoder (any method) on the test split.")
+    parser.add_argument("--probe-epochs", type=int, default=linear_probe.EPOCHS,
+                        help="epochs of the linear probe on frozen train features")
+    args = parser.parse_args(argv)
+    path, ckpt, data = open_checkpoint(args, pretrain_stages(), (PRETRAINED,))
+    method = method_class(checkpoint_kind(ckpt))
+    model = build_from_checkpoint(method, ckpt, f"--checkpoint {path.name}")
+    require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
+                  "pass the --dataset and --size it was trained on")
+    trainer = test_trainer(args)
+    own = {k.split("/")[1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
+    print(f"test {method.TITLE}: " + ", ".join(f"{k} {v:.4f}" for k, v in own.items()))
+    features = FeatureDataModule(data, model.encoder.requires_grad_(False))
+    probe = linear_probe.LogisticRegressionModule(model.encoder.feature_dim, data.num_classes, data.multilabel,
+                                                  data.flag, max_epochs=args.probe_epochs)
+    test_trainer(args, max_epochs=args.probe_epochs, limit_val_batches=0).fit(probe, datamodule=features)
+    results = run_test(probe, features, args)
+    report(results, data.class_names, path, {"method": method.NAME, "dataset": data.flag,
+                                             "probe": "logistic regression", "probe_epochs": args.probe_epochs,
+                                             "pretraining": own})
+
+
+if __name__ == "__main__":
+    run_cli(main)
