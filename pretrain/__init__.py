@@ -12,6 +12,7 @@ from utils import UserError
 METHODS = {
     "simclr": "pretrain.simclr.module:SimCLR",
     "moco": "pretrain.moco.module:MoCo",
+    "byol": "pretrain.byol.module:BYOL",
 }
 
 

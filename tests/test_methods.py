@@ -15,9 +15,13 @@ from torch import nn
 
 import pretrain
 from conftest import REPO
+from events import scalar_values
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from downstream.resnet import test as finetune_test, train as finetune_train
 from fakedata import write_stripes
+from pretrain.byol import train as byol_train
+from pretrain.byol.loss import byol_loss
+from pretrain.byol.module import target_momentum
 from pretrain.moco.batchnorm import SplitBatchNorm2d, split_count, use_split_batch_norm
 from pretrain.moco.key_queue import KeyQueue
 from pretrain.moco.module import MoCo
@@ -161,3 +165,35 @@ def test_moco_resumes_after_sigkill_with_its_queue_and_key_encoder(data_dir, tmp
     for key in ("queue.keys", "queue.pointer", "key_encoder.features.0.0.weight", "encoder.features.6.0.weight"):
         assert torch.allclose(after["state_dict"][key].float(), whole["state_dict"][key].float(), atol=1e-6), key
 
+
+# ------------------------------------------------------------------ BYOL
+def test_byol_target_momentum_follows_a_cosine_from_its_base_to_one():
+    assert target_momentum(0.99, 0.0) == pytest.approx(0.99)
+    assert target_momentum(0.99, 0.5) == pytest.approx(0.995)
+    assert target_momentum(0.99, 1.0) == pytest.approx(1.0)
+    values = [target_momentum(0.996, k / 10) for k in range(11)]
+    assert values == sorted(values)
+
+
+def test_byol_loss_is_the_normalised_squared_error():
+    torch.manual_seed(3)
+    p, z = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True)
+    with torch.no_grad():
+        naive = sum(float(((p[i] / p[i].norm() - z[i] / z[i].norm()) ** 2).sum()) for i in range(6)) / 6
+    loss = byol_loss(p, z)
+    assert loss.item() == pytest.approx(naive, rel=1e-5)
+    loss.backward()
+    assert p.grad is not None and z.grad is None  # the target gets no gradient
+    assert byol_loss(z.detach(), 2 * z.detach()).item() == pytest.approx(0.0, abs=1e-6)
+    assert byol_loss(z.detach(), -z.detach()).item() == pytest.approx(4.0)
+
+
+def test_byol_target_follows_the_schedule_during_training(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(tmp_path))
+    byol_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3", "--batch-size", "16",
+                     *BACKBONE, "--val-every", "3"])
+    logged = scalar_values(tmp_path / "pretrain/byol/models/tb_logs/byol-breastmnist", "train/target_momentum")
+    assert len(logged) == 3 and 0.99 <= logged[0] < logged[1] < logged[2] <= 1.0  # 9 steps: cosine from 0.99 to 1
+    saved = torch.load(tmp_path / "pretrain/byol/models/byol-breastmnist.ckpt", weights_only=True)
+    assert {"encoder.features.0.0.weight", "target_encoder.features.0.0.weight", "predictor.0.weight"} <= set(
+        saved["state_dict"]) and saved["hyper_parameters"]["method"] == "byol"
