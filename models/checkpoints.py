@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from models.backbones import backbone_options, build_backbone, require_reads
-
 from utils import DOWNSTREAM_STAGES, METHOD_NAME, UserError
 
 PRETRAINED = "pretrained"  # in `expect_kind`'s wanted kinds: an encoder of any pretraining method
@@ -86,9 +85,11 @@ def is_pretrained(kind: str) -> bool:
 
 
 def kind_name(kind: str) -> str:
+    if kind in KIND_NAMES:
+        return KIND_NAMES[kind]
     if is_pretrained(kind):
         return f"a {kind} encoder (pretrain/{kind})"
-    return KIND_NAMES.get(kind, "not a checkpoint of this framework or the study")
+    return "not a checkpoint of this framework or the study"
 
 
 def is_study_checkpoint(ckpt: dict) -> bool:
@@ -116,7 +117,7 @@ def expect_kind(ckpt: dict, path: Path, wanted: tuple[str, ...], option: str) ->
     kind = checkpoint_kind(ckpt)
     if kind in wanted or (PRETRAINED in wanted and is_pretrained(kind)):
         return kind
-    need = " or ".join(KIND_NAMES.get(k) or kind_name(k) for k in wanted)
+    need = " or ".join(kind_name(k) for k in wanted)
     raise UserError(f"{option} {path.name} is {kind_name(kind)}", f"{option} needs {need}")
 
 
@@ -146,27 +147,26 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str,
     module.load_state_dict({**kept, **state})
 
 
-def load_encoder(path: Path, option: str, channels: int, size: int) -> tuple[nn.Module, dict]:
+def load_encoder(path: Path, option: str, channels: int, size: int) -> nn.Module:
     """The encoder of any pretraining method's or a finetuned checkpoint (ours or the study's), built by
-    the backbone registry from the options it records, and its hyper-parameters.
+    the backbone registry from the options it records.
 
     `channels`, `size`: those of the dataset it will see; an encoder that cannot read them is refused.
     """
     return encoder_from(read_checkpoint(path), path, option, channels, size)
 
 
-def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int) -> tuple[nn.Module, dict]:
+def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int) -> nn.Module:
     """load_encoder for a checkpoint already read."""
     expect_kind(ckpt, path, (PRETRAINED, "resnet"), option)
-    hparams = dict(ckpt.get("hyper_parameters") or {})
     try:
-        encoder = build_backbone(**backbone_options(hparams))
+        encoder = build_backbone(**backbone_options(dict(ckpt.get("hyper_parameters") or {})))
     except ValueError as err:
         raise UserError(f"{option} {path.name}: {err}", "it was written by another version of this framework")
     load_weights(encoder, submodule_state(our_state_dict(ckpt), "encoder"), f"{option} {path.name}")
     require_reads(encoder, channels, size, f"{option} {path.name}",
                   "use an encoder pretrained on images with the same channels (and size, for a ViT)")
-    return encoder, hparams
+    return encoder
 
 
 def recorded_dataset(ckpt: dict, path: Path) -> str | None:

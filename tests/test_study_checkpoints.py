@@ -51,7 +51,7 @@ def test_each_kind_is_recognised(study):
 def test_simclr_gives_torchvision_features_and_projections(study):
     folder, nets = study
     x = torch.rand(4, 3, 28, 28)
-    encoder, _ = load_encoder(folder / "pretrain-breastmnist.ckpt", "--encoder", channels=3, size=28)
+    encoder = load_encoder(folder / "pretrain-breastmnist.ckpt", "--encoder", channels=3, size=28)
     reference = study_format.study_simclr_net()
     reference.load_state_dict(nets["simclr"].state_dict())
     reference.eval()
@@ -154,7 +154,7 @@ def test_our_checkpoints_from_before_methods_were_plug_ins_still_load(tmp_path, 
     torch.save(legacy, tmp_path / "pretrain-breastmnist.ckpt")
     ckpt = read_checkpoint(tmp_path / "pretrain-breastmnist.ckpt")
     assert checkpoint_kind(ckpt) == "simclr"
-    encoder, _ = load_encoder(tmp_path / "pretrain-breastmnist.ckpt", "--encoder", channels=1, size=28)
+    encoder = load_encoder(tmp_path / "pretrain-breastmnist.ckpt", "--encoder", channels=1, size=28)
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(encoder.eval()(x), model.encoder.eval()(x), atol=1e-6)

@@ -44,7 +44,7 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
         raise UserError("--backbone and --stem choose the network of --encoder random only",
                         f"the network of {reference} is the one its checkpoint records")
     path = resolve_encoder(reference, "--encoder", also=("resnet",))
-    encoder, _ = load_encoder(path, "--encoder", data.num_channels, data.size)
+    encoder = load_encoder(path, "--encoder", data.num_channels, data.size)
     return encoder.requires_grad_(False), path
 
 

@@ -45,7 +45,7 @@ def init_checkpoint(args) -> Path | None:
 def network(args, data: MedMNISTDataModule, path: Path | None):
     """(encoder options, pretrained encoder or None) for the classifier."""
     if path is not None:
-        encoder, _ = load_encoder(path, "--init", data.num_channels, data.size)
+        encoder = load_encoder(path, "--init", data.num_channels, data.size)
         return encoder.backbone_options, encoder
     return new_network(args.backbone, args.stem, data.num_channels, data.size), None
 
