@@ -10,7 +10,8 @@ Sections (each can be skipped with --skip):
             forward + loss + backward + optimiser (+ momentum update and queue, where the method has them).
             The upper limit of the real path.
   pretrain  the real path: MedMNISTDataModule + batched augmentation + the method's module under a Trainer,
-            and its ratio to `compute`, measured in the same process.
+            and its ratio to `compute`. With both, a compute-only step runs after each real one, in the same
+            Trainer run, each timed on its own: a machine whose speed drifts moves both alike.
   augment   each augmentation sequence alone, on the device, as on_after_batch_transfer runs it.
   logreg    the logistic-regression stage end to end: features of all splits from a random-init encoder,
             the head trained for --lr-epochs epochs under a Trainer (and as a bare torch loop), test accuracy.
@@ -139,11 +140,17 @@ def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch
         if device.type == "cuda":
             cuda_peaks[name] = bench.cuda_peak_mb(device)
 
-    section("compute", "1 compute-only limit", lambda: bench.compute_only(args, data, device))
-    section("pretrain", "2 real pretraining path", lambda: bench.pretrain_path(args, fresh_copy(data), accelerator))
-    if "compute" in results and "pretrain" in results:
-        pretrain, compute = results["pretrain"], results["compute"]
-        pretrain["ratio_to_compute"] = pretrain["images_per_s"] / compute["images_per_s"]
+    both = "compute" not in args.skip and "pretrain" not in args.skip
+    if both:  # step by step in one run: the ratio is not moved by a change of the machine's speed between them
+        section("pretrain", "1+2 compute-only limit and real pretraining path, interleaved",
+                lambda: bench.pretrain_path(args, fresh_copy(data), accelerator, interleave=True))
+        pretrain = results["pretrain"]
+        results["compute"] = pretrain.pop("compute")
+        pretrain["ratio_to_compute"] = pretrain["images_per_s"] / results["compute"]["images_per_s"]
+    else:
+        section("compute", "1 compute-only limit", lambda: bench.compute_only(args, data, device))
+        section("pretrain", "2 real pretraining path",
+                lambda: bench.pretrain_path(args, fresh_copy(data), accelerator, interleave=False))
     images = data.splits["train"][0][: args.batch_size]
     section("augment", "3 augmentation", lambda: bench.augmentation(args, images, AUGMENTATIONS, device))
     section("logreg", "4 logistic regression", lambda: bench.logistic_regression(args, fresh_copy(data), accelerator,

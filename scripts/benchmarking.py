@@ -40,17 +40,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def throughput(marks: list[float], items_per_step: int, device: torch.device) -> dict:
-    """marks: clock readings at the start of the first timed step and after each timed step."""
-    steps, total = len(marks) - 1, marks[-1] - marks[0]
+def throughput(intervals: list[float], items_per_step: int, device: torch.device) -> dict:
+    """intervals: seconds of each timed step."""
+    steps, total = len(intervals), sum(intervals)
     result = {"steps": steps, "seconds": total, "per_s": items_per_step * steps / total,
               "step_ms": 1000 * total / steps}
     if device.type == "cpu":  # per-step readings are exact only without asynchronous kernels
-        result["step_ms_median"] = 1000 * statistics.median(b - a for a, b in zip(marks, marks[1:]))
+        result["step_ms_median"] = 1000 * statistics.median(intervals)
     return result
 
 
 def timed_loop(step, warmup: int, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of `steps` calls of `step` after `warmup` untimed ones (synchronised only at both ends:
+    on CUDA the single intervals are not exact, their sum is)."""
     for _ in range(warmup):
         step()
     sync(device)
@@ -60,7 +62,7 @@ def timed_loop(step, warmup: int, steps: int, device: torch.device) -> list[floa
         marks.append(time.perf_counter())
     sync(device)
     marks[-1] = time.perf_counter()
-    return marks
+    return [b - a for a, b in zip(marks, marks[1:])]
 
 
 @contextmanager
@@ -123,67 +125,88 @@ def method_model(args, data: MedMNISTDataModule) -> PretrainModule:
     return model
 
 
+class TrainingStep:
+    """The compute-only step: the method's whole training step (its networks' forward, loss, backward, optimiser,
+    and what the method does around them: momentum updates, queue) on fixed views, augmented and normalised
+    in advance, already on the device; with the precision's autocast and loss scaling."""
+
+    def __init__(self, args, model: PretrainModule, optimizer: torch.optim.Optimizer, channels: int):
+        device = model.device
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        views = torch.rand(2 * args.batch_size, channels, args.size, args.size, generator=generator, device=device)
+        self.views = normalize(views).contiguous(memory_format=model.memory_format)
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.dtype = AUTOCAST_DTYPES.get(args.precision)
+        self.scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
+
+    def __call__(self) -> None:
+        with torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext():
+            loss, _ = self.model.step(self.views, "train")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+
 def compute_only(args, data: MedMNISTDataModule, device: torch.device) -> dict:
-    """The method's whole training step (its networks' forward, loss, backward, optimiser, and what the method
-    does around them: momentum updates, queue) on pre-augmented, normalised views already on the device."""
+    """The compute-only limit alone (when the real path is skipped; otherwise they are measured together)."""
     seed_everything(args.seed)
     model = method_model(args, data).to(device)
     model.to(memory_format=model.memory_format).train()
     optimizers, _ = model.configure_optimizers()
-    optimizer = optimizers[0]
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    views = torch.rand(2 * args.batch_size, data.num_channels, args.size, args.size, generator=generator,
-                       device=device)
-    views = normalize(views).contiguous(memory_format=model.memory_format)
-    dtype = AUTOCAST_DTYPES.get(args.precision)
-    scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
-
-    def step():
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            loss, _ = model.step(views, "train")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-    marks = timed_loop(step, args.warmup, args.steps, device)
-    result = throughput(marks, args.batch_size, device)
+    step = TrainingStep(args, model, optimizers[0], data.num_channels)
+    result = throughput(timed_loop(step, args.warmup, args.steps, device), args.batch_size, device)
     result["images_per_s"] = result.pop("per_s")
     return result
 
 
 # ------------------------------------------------------------------------------ 2. real pretraining path
 class StepTimer(pl.Callback):
-    """Clock readings after the last warm-up batch and after every timed batch: each interval holds one
-    whole step (batch slicing, transfer, augmentation, forward, backward, optimizer, Lightning's hooks)."""
+    """The seconds of each real step after the warm-up: from one batch end to the next, so each holds a whole
+    step (batch slicing, transfer, augmentation, forward, backward, optimiser, Lightning's hooks).
 
-    def __init__(self, warmup: int, steps: int):
-        self.warmup, self.steps, self.batches, self.marks = warmup, steps, 0, []
+    With `interleave`, one compute-only step (`TrainingStep`, on the same model and optimiser) runs after each
+    batch and is timed on its own: the two measurements alternate step by step, so a change in the machine's
+    speed (other load, clocks) during the run affects both alike. Each boundary synchronises the device.
+    """
+
+    def __init__(self, args, warmup: int, steps: int, interleave: bool, channels: int):
+        self.args, self.warmup, self.steps, self.interleave, self.channels = args, warmup, steps, interleave, channels
+        self.batches, self.mark, self.real, self.compute, self.training_step = 0, 0.0, [], [], None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.warmup == 0:
-            sync(pl_module.device)
-            self.marks = [time.perf_counter()]
+        if self.interleave:
+            self.training_step = TrainingStep(self.args, pl_module, trainer.optimizers[0], self.channels)
+        sync(pl_module.device)
+        self.mark = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
-        last = self.batches == self.warmup + self.steps
-        if self.batches == self.warmup or last:
+        timed = self.batches > self.warmup
+        sync(pl_module.device)
+        now = time.perf_counter()
+        if timed:
+            self.real.append(now - self.mark)
+        if self.training_step is not None:
+            self.training_step()
             sync(pl_module.device)
-        if self.warmup <= self.batches <= self.warmup + self.steps:
-            self.marks.append(time.perf_counter())
+            if timed:
+                self.compute.append(time.perf_counter() - now)
+            now = time.perf_counter()
+        self.mark = now
 
 
-def pretrain_path(args, data: MedMNISTDataModule, accelerator: str) -> dict:
+def pretrain_path(args, data: MedMNISTDataModule, accelerator: str, interleave: bool = True) -> dict:
     """The method under a real Trainer: MedMNISTDataModule (drop_last) + batched augmentation + its module, with
-    the stages' per-step NaN check (a host sync on CUDA); without logger, checkpoints and progress bar."""
+    the stages' per-step NaN check (a host sync on CUDA); without logger, checkpoints and progress bar.
+    With `interleave`, also the compute-only limit, step by step in the same run (result["compute"])."""
     seed_everything(args.seed)
     model = method_model(args, data)
-    timer = StepTimer(args.warmup, args.steps)
+    timer = StepTimer(args, args.warmup, args.steps, interleave, data.num_channels)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=accelerator, devices=1, precision=args.precision, max_steps=args.warmup + args.steps,
@@ -192,12 +215,17 @@ def pretrain_path(args, data: MedMNISTDataModule, accelerator: str) -> dict:
         start = time.perf_counter()
         trainer.fit(model, datamodule=data)
         fit_seconds = time.perf_counter() - start
-    if len(timer.marks) != args.steps + 1:
+    if len(timer.real) != args.steps:
         raise RuntimeError(f"the Trainer ran {timer.batches} batches, expected {args.warmup + args.steps}")
-    result = throughput(timer.marks, data.batch_size, trainer.strategy.root_device)
+    device = trainer.strategy.root_device
+    result = throughput(timer.real, data.batch_size, device)
     result["images_per_s"] = result.pop("per_s")
-    result["fit_seconds"] = fit_seconds  # the whole fit: set-up, warm-up and timed steps
+    result["fit_seconds"] = fit_seconds  # the whole fit: set-up, warm-up and timed steps (and compute-only ones)
     result["steps_per_epoch"] = len(data.train_dataloader())
+    if interleave:
+        compute = throughput(timer.compute, args.batch_size, device)
+        compute["images_per_s"] = compute.pop("per_s")
+        result["compute"] = compute
     return result
 
 
