@@ -68,7 +68,13 @@ def test_split_batch_norm_normalises_each_split_like_its_own_batch():
     assert isinstance(split, SplitBatchNorm2d) and set(split.state_dict()) == set(bn.state_dict())
     x = torch.randn(8, 4, 5, 5).contiguous(memory_format=torch.channels_last)
     expected = torch.cat([F.batch_norm(part, None, None, bn.weight, bn.bias, training=True) for part in x.split(2)])
-    assert torch.allclose(split(x), expected, atol=1e-5)
+    y = split(x)
+    assert torch.allclose(y, expected, atol=1e-5) and y.is_contiguous(memory_format=torch.channels_last)
+    splits = x.view(4, 2, 4, 5, 5)  # (split, image in split, C, H, W)
+    mean = splits.mean((1, 3, 4)).mean(0)
+    var = (splits.var((1, 3, 4), unbiased=True)).mean(0)
+    assert torch.allclose(split.running_mean, 0.1 * mean, atol=1e-6)  # momentum 0.1 from zeros
+    assert torch.allclose(split.running_var, 0.9 + 0.1 * var, atol=1e-6)  # from ones
     assert split_count(8, 4) == 4 and split_count(6, 4) == 3 and split_count(3, 8) == 1
     split.eval()  # eval: plain batch norm with the running statistics
     expected = F.batch_norm(x, split.running_mean, split.running_var, bn.weight, bn.bias, training=False)

@@ -9,6 +9,7 @@ separately, as on that many GPUs, and the key batch is shuffled before the split
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MIN_PER_SPLIT = 2  # batch statistics need at least two images
@@ -23,9 +24,13 @@ def split_count(batch: int, wanted: int) -> int:
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are computed per split of the batch (consecutive rows).
+    """BatchNorm2d whose training statistics are computed per split of the batch (consecutive images).
     Same parameters and buffers as BatchNorm2d (same state-dict keys); eval mode is plain batch norm.
-    The running statistics follow the mean over splits of each split's statistics."""
+    The running statistics follow the mean over splits of each split's statistics, as in MoCo's demo.
+
+    Each split is a slice of the batch in memory, normalised by the fused batch norm in its own memory
+    format (no copy); only the concatenation of the results copies.
+    """
 
     num_splits = 1
 
@@ -33,18 +38,15 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         splits = split_count(len(x), self.num_splits)
         if not self.training or splits == 1:
             return super().forward(x)
-        n, c = x.shape[:2]
-        groups = x.view(splits, n // splits, *x.shape[1:])  # (S, n/S, C, H, W): a view, any memory format
-        dims = (1, 3, 4)
-        mean = groups.mean(dims, keepdim=True)
-        var = groups.var(dims, unbiased=False, keepdim=True)
-        y = ((groups - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        parts = x.view(splits, len(x) // splits, *x.shape[1:])  # (S, N/S, C, H, W): a view in any memory format
+        means, variances = self.running_mean.repeat(splits, 1), self.running_var.repeat(splits, 1)  # (S, C)
+        y = torch.cat([F.batch_norm(part, mean, variance, self.weight, self.bias, True, self.momentum, self.eps)
+                       for part, mean, variance in zip(parts, means, variances)])  # each updates its row
         with torch.no_grad():
-            count = groups[0].numel() / c
-            self.running_mean.lerp_(mean.mean(0).flatten(), self.momentum)
-            self.running_var.lerp_((var * count / (count - 1)).mean(0).flatten(), self.momentum)
+            self.running_mean.copy_(means.mean(0))
+            self.running_var.copy_(variances.mean(0))
             self.num_batches_tracked.add_(1)
-        return y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        return y
 
 
 def use_split_batch_norm(module: nn.Module, splits: int) -> nn.Module:
