@@ -32,4 +32,3 @@ def check_classes(module, data: MedMNISTDataModule, path) -> None:
     if module.hparams.num_classes != data.num_classes:
         raise UserError(f"{path.name} predicts {module.hparams.num_classes} classes but {data.flag} has "
                         f"{data.num_classes}", "pass the --dataset it was trained on")
-

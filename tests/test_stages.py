@@ -18,7 +18,7 @@ from downstream.resnet import test as resnet_test, train as resnet_train
 from models import build_backbone
 from pretrain import test as pretrain_test
 from pretrain.simclr import train as simclr_train
-from utils import models_dir, run_cli
+from utils import UserError, models_dir, resolve_encoder, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,15 @@ def test_logistic_regression_makes_one_update_per_minibatch(data_dir):
     assert trainer.global_step == 3 * 7  # ceil(64 / 10) AdamW updates per epoch, counted by Lightning
     assert not torch.equal(before, head.head.weight)
     assert head.lr_schedulers().last_epoch == 3
+
+
+def test_a_run_name_is_looked_up_in_every_method_and_must_be_unique(output_root):
+    for method in ("simclr", "moco"):
+        models_dir(method).mkdir(parents=True)
+    (models_dir("moco") / "moco-x.ckpt").write_bytes(b"")
+    assert resolve_encoder("moco-x", "--encoder") == (models_dir("moco") / "moco-x.ckpt").resolve()
+    (models_dir("simclr") / "moco-x.ckpt").write_bytes(b"")
+    with pytest.raises(UserError, match="runs of that name in .*moco/models and .*simclr/models"):
+        resolve_encoder("moco-x", "--encoder")
+    with pytest.raises(UserError, match="no such checkpoint.*pretrain/<method>/models or .*downstream/resnet/models"):
+        resolve_encoder("nothing", "--encoder", also=("resnet",))
