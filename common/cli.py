@@ -39,8 +39,10 @@ def data_parser(description: str) -> Parser:
     return parser
 
 
-def train_parser(description: str, epochs: int, batch_size: int) -> Parser:
-    """data_parser plus what every training run takes."""
+def train_parser(description: str, epochs: int, batch_size: int,
+                 validate: tuple[tuple[str, ...], int, str] | None = None) -> Parser:
+    """data_parser plus what every training run takes. `validate`: (option names, default, help) of the
+    validation frequency (--val-every 1 unless given)."""
     parser = data_parser(description)
     parser.add_argument("--epochs", type=positive_int, default=epochs)
     parser.add_argument("--batch-size", type=positive_int, default=batch_size,
@@ -48,7 +50,8 @@ def train_parser(description: str, epochs: int, batch_size: int) -> Parser:
     parser.add_argument("--samples", type=int, default=None, help="train on N random training images")
     parser.add_argument("--name", default=None, help="run name: the model is saved as models/<name>.ckpt")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing models/<name>.ckpt")
-    parser.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs")
+    options, default, what = validate or (("--val-every",), 1, "validate every N epochs")
+    parser.add_argument(*options, dest="val_every", type=positive_int, default=default, help=what)
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run --name from its last checkpoint (same options)")
     parser.add_argument("--checkpoint-every-n-steps", type=positive_int, default=None,

@@ -21,7 +21,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from common.safety import AtomicCheckpointIO, SaveConfig, StopOnNonFiniteLoss
+from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
 
@@ -74,7 +74,7 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
     every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                              save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
-    callbacks = [latest, StopOnNonFiniteLoss(), TQDMProgressBar(refresh_rate=10)]
+    callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10)]
     if monitor is not None:
         callbacks.insert(0, ModelCheckpoint(
             filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
@@ -138,7 +138,13 @@ def config_record(config: dict) -> dict:
 
 
 def write_config(path: Path, record: dict, trainer: pl.Trainer, source: str) -> None:
+    """The record, with the checkpoint it chose, what selected it and that checkpoint's validation metrics
+    (those its module saved with it, as pretraining does)."""
+    callback = best_checkpoint_callback(trainer)
+    saved = torch.load(source, map_location="cpu", weights_only=True).get("validation_metrics")
     record = {**record, "checkpoint_source": str(source),
+              "selected_by": callback.monitor if callback and callback.best_model_path else "the last epoch",
+              "selected_validation_metrics": saved,
               "tensorboard_dir": trainer.logger.log_dir if trainer.logger else None}
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 

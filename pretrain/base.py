@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+import torchvision
 from torch import nn
 
 from common.augment import build_augmentation
+from common.features import extract_features
+from common.knn import knn_metrics
 from common.normalize import normalize, to_unit
 from models.backbones import DEFAULT_BACKBONE, build_backbone
 from models.checkpoints import load_weights
 
+KNN_MONITOR = ("val/knn_auroc", "max")  # the default rule: the online kNN classifier's validation AUROC
+VIEW_GRID_IMAGES = 16  # images (each with its two views) in the TensorBoard grid of the first batch
 VAL_AUG_SEED_OFFSET = 1_000_003  # validation views are the same every epoch, and differ from training's
 OPTIMIZERS = ("adamw", "sgd")
 SGD_MOMENTUM = 0.9  # MoCo v2, BYOL (with LARS) and lightly's benchmarks alike
@@ -31,8 +36,9 @@ class PretrainModule(pl.LightningModule):
     NAME = ""  # recorded in checkpoints as `method`; the folder pretrain/<NAME>/
     TITLE = ""  # for messages: "SimCLR", "MoCo v2", ...
     RUN_PREFIX = ""  # default run name: <RUN_PREFIX>-<dataset>
-    MONITOR: tuple[str, str] | None = ("val/loss", "min")  # (metric, mode) selecting the best checkpoint; None:
-    #                                                         the run keeps its last one
+    # the method's own rule for the best checkpoint (`--select-by contrastive`): (metric, mode), or None to keep
+    # the last one; by default every method's best checkpoint is chosen by the kNN monitor (KNN_MONITOR)
+    OWN_MONITOR: tuple[str, str] | None = ("val/loss", "min")
     # optimiser defaults; each method sets them with their source
     OPTIMIZER = "adamw"
     LR = 1e-3
@@ -71,6 +77,7 @@ class PretrainModule(pl.LightningModule):
         self.generators: dict[str, torch.Generator] = {}
         self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint
         self.epoch_sums: dict[str, tuple] = {}  # split -> (metric names, sums weighted by images, images)
+        self.validation_metrics: dict[str, float] = {}  # of the last validation, saved in checkpoints
 
     # -- what a method implements --------------------------------------------------------------------
     def step(self, views: torch.Tensor, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -106,7 +113,19 @@ class PretrainModule(pl.LightningModule):
         split = "train" if self.trainer.training else "val"
         x, generator = to_unit(images), self.generator(split)
         views = torch.cat([self.augment(x, generator), self.augment(x, generator)])  # (2N, C, H, W)
+        if split == "train" and self.trainer.global_step == 0 and self.trainer.current_epoch == 0:
+            self.log_views(x, views)
         return normalize(views).contiguous(memory_format=self.memory_format), labels
+
+    def log_views(self, images: torch.Tensor, views: torch.Tensor) -> None:
+        """TensorBoard image `train/views`: the first batch's images, each beside its two views."""
+        experiment = getattr(self.logger, "experiment", None)
+        if self.global_rank != 0 or not hasattr(experiment, "add_image"):
+            return
+        n = min(VIEW_GRID_IMAGES, len(images))
+        rows = torch.stack([images[:n], views[:n], views[len(images):len(images) + n]], dim=1)  # (n, 3, C, H, W)
+        grid = torchvision.utils.make_grid(rows.flatten(0, 1).float().cpu(), nrow=3, pad_value=1.0)
+        experiment.add_image("train/views", grid, global_step=0)
 
     def on_validation_epoch_start(self) -> None:
         self.generator("val", reset=True)
@@ -117,6 +136,7 @@ class PretrainModule(pl.LightningModule):
     # -- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["augmentation_rng"] = {"train": self.generator("train").get_state()}
+        checkpoint["validation_metrics"] = dict(self.validation_metrics)  # recorded with the run's final model
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.restored_rng = dict(checkpoint.get("augmentation_rng", {}))
@@ -138,8 +158,10 @@ class PretrainModule(pl.LightningModule):
         if split not in self.epoch_sums:
             return
         names, total, count = self.epoch_sums.pop(split)
-        means = {f"{split}/{name}": value for name, value in zip(names, total / count)}
-        self.log_dict({**means, **extra}, prog_bar=split == "train", sync_dist=True)
+        logged = {**{f"{split}/{name}": value for name, value in zip(names, total / count)}, **extra}
+        self.log_dict(logged, prog_bar=split == "train", sync_dist=True)
+        if split == "val":
+            self.validation_metrics = {name: float(value) for name, value in logged.items()}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._logged_step(batch, "train")
@@ -154,7 +176,21 @@ class PretrainModule(pl.LightningModule):
         self._log_epoch("train", **{"train/lr": self.optimizers().param_groups[0]["lr"]})
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        self._log_epoch("val", **self.knn_monitor())
+
+    # -- the online monitor ------------------------------------------------------------------------
+    def knn_monitor(self) -> dict[str, float]:
+        """val/knn_acc, val/knn_auroc: a weighted kNN classifier (common.knn) on the encoder's features of the
+        unaugmented training images (the bank, with their labels) and validation images (the queries).
+        Runs at each validation (every --monitor-every epochs); labels serve this monitor only."""
+        data = self.trainer.datamodule
+        if not getattr(data, "splits", None):
+            return {}
+        (bank, bank_labels), (queries, query_labels) = data.splits["train"], data.splits["val"]
+        metrics = knn_metrics(extract_features(self.encoder, bank, self.device), bank_labels,
+                              extract_features(self.encoder, queries, self.device), query_labels,
+                              data.num_classes, data.multilabel)
+        return {"val/knn_acc": metrics["acc"], "val/knn_auroc": metrics["auroc"]}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

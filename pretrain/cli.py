@@ -14,10 +14,13 @@ from common.data import MedMNISTDataModule
 from common.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
-from pretrain.base import OPTIMIZERS
+from pretrain.base import KNN_MONITOR, OPTIMIZERS
 from utils import UserError, resolve_encoder, seed_everything
 
 BATCH_SIZE = 256  # the study's: min(256, N)
+MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation images; every 2nd epoch keeps it
+#                    under 10% of the training time (scripts/benchmark.py measures it)
+SELECT_BY = ("knn", "contrastive")
 EPOCHS = 100  # ours: the study left it to the command line
 AUG = "novel"  # the study's proposed sequence
 
@@ -38,7 +41,9 @@ def fraction(text: str) -> float:
 
 def pretrain_parser(method) -> Parser:
     """train_parser plus the options of every pretraining method, with `method`'s defaults in the help."""
-    parser = train_parser(f"{method.TITLE} pretraining on MedMNIST.", epochs=EPOCHS, batch_size=None)
+    parser = train_parser(f"{method.TITLE} pretraining on MedMNIST.", epochs=EPOCHS, batch_size=None, validate=(
+        ("--monitor-every", "--val-every"), MONITOR_EVERY, "validate every N epochs: the method's metrics and the "
+        "online kNN monitor (val/knn_acc, val/knn_auroc; labels serve the monitor only)"))
     parser.set_defaults(batch_size=None)
     parser.add_argument("--aug", default=AUG, choices=AUGMENTATIONS, help="augmentation sequence")
     add_backbone_options(parser, "without --init")
@@ -46,6 +51,9 @@ def pretrain_parser(method) -> Parser:
     scaled = f" x batch / {method.LR_BATCH}" if method.LR_BATCH else ""
     parser.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default {method.LR:g}{scaled})")
     parser.add_argument("--weight-decay", type=float, default=method.WEIGHT_DECAY)
+    own = "the last epoch" if method.OWN_MONITOR is None else f"{method.OWN_MONITOR[0]} ({method.OWN_MONITOR[1]})"
+    parser.add_argument("--select-by", default="knn", choices=SELECT_BY,
+                        help=f"the best checkpoint: by the kNN monitor's val/knn_auroc, or by the method's own rule: {own}")
     parser.add_argument("--init", default=None,
                         help="start from the encoder of this checkpoint (path or run name; any method, or the study's)")
     return parser
@@ -88,5 +96,5 @@ def pretrain(method, args, **method_options) -> Path:
     check_output(method.NAME, name, args.overwrite, args.resume)
     config = {**vars(args), "method": method.NAME, "name": name, "batch_size": data.batch_size,
               "data_file": str(data.path), **{k: model.hparams[k] for k in ("backbone", "stem", "in_channels")}}
-    monitor, mode = method.MONITOR or (None, "max")
+    monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
     return fit_and_save(method.NAME, name, args, model, data, monitor=monitor, mode=mode, config=config)

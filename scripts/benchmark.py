@@ -12,6 +12,8 @@ Sections (each can be skipped with --skip):
   pretrain  the real path: MedMNISTDataModule + batched augmentation + the method's module under a Trainer,
             and its ratio to `compute`. With both, a compute-only step runs after each real one, in the same
             Trainer run, each timed on its own: a machine whose speed drifts moves both alike.
+  monitor   the online kNN monitor of pretraining: features of the training and validation images and the kNN
+            classifier, in seconds and as a share of a training epoch of the real path.
   augment   each augmentation sequence alone, on the device, as on_after_batch_transfer runs it.
   logreg    the logistic-regression stage end to end: features of all splits from a random-init encoder,
             the head trained for --lr-epochs epochs under a Trainer (and as a bare torch loop), test accuracy.
@@ -43,7 +45,7 @@ from models.resnet import STEMS
 from pretrain import METHODS
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
 
-SECTIONS = ("compute", "pretrain", "augment", "logreg", "memory")
+SECTIONS = ("compute", "pretrain", "monitor", "augment", "logreg", "memory")
 # about 2 minutes for the default run on 2 quiet CPU cores (a ResNet-18 step on 512 views of 28 px: ~0.77 s
 # there with 2 threads; the logistic-regression stage: ~8 s). A busy machine makes everything slower.
 WARMUP, STEPS = 3, 60
@@ -152,6 +154,10 @@ def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch
         section("pretrain", "2 real pretraining path",
                 lambda: bench.pretrain_path(args, fresh_copy(data), accelerator, interleave=False))
     images = data.splits["train"][0][: args.batch_size]
+    if "pretrain" in results:  # the real path's time for an epoch of the training split
+        results["pretrain"]["epoch_seconds"] = results["pretrain"]["steps_per_epoch"] * results["pretrain"]["step_ms"] / 1000
+    epoch = results.get("pretrain", {}).get("epoch_seconds")
+    section("monitor", "2b kNN monitor", lambda: bench.monitor(args, data, device, epoch))
     section("augment", "3 augmentation", lambda: bench.augmentation(args, images, AUGMENTATIONS, device))
     section("logreg", "4 logistic regression", lambda: bench.logistic_regression(args, fresh_copy(data), accelerator,
                                                                                   device))
@@ -225,6 +231,12 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         if "ratio_to_compute" in r:
             add("", "ratio to compute-only", r["ratio_to_compute"], "x")
         add("", "whole fit() incl. set-up + warm-up", r["fit_seconds"], "s")
+    if "monitor" in results:
+        r = results["monitor"]
+        add("2b kNN monitor", f"train + val features and kNN ({r['images']:,} images)", r["seconds"], "s")
+        if "share_of_epoch" in r:
+            add("", "  ... share of a training epoch", 100 * r["share_of_epoch"], "%")
+            add("", f"  ... at the default --monitor-every {r['every_epochs']}", 100 * r["share_at_default"], "%")
     if "augment" in results:
         for i, (name, r) in enumerate(results["augment"].items()):
             add("3 augmentation" if i == 0 else "", f"{name} (2 views + normalise)", r["views_per_s"], "views/s")

@@ -24,14 +24,17 @@ from common.augment import build_augmentation
 from common.classifier import ClassifierModule
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule, extract_features
+from common.knn import knn_metrics
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
 from models import build_backbone
 from pretrain import method_class
 from pretrain.base import PretrainModule
+from pretrain.cli import MONITOR_EVERY
 from utils import seed_everything
 
 AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+MONITOR_RUNS = 3  # timed runs of the kNN monitor, after one untimed
 
 
 # ------------------------------------------------------------------------------ timing helpers
@@ -359,6 +362,27 @@ def logistic_regression(args, data: MedMNISTDataModule, accelerator: str, device
         "test_acc": model.test_results["acc"], "test_auroc": model.test_results["auroc"],
         "slow_way": reference,
     }
+
+
+# ------------------------------------------------------------------------------ the kNN monitor
+def monitor(args, data: MedMNISTDataModule, device: torch.device, epoch_seconds: float | None) -> dict:
+    """One run of the online kNN monitor (PretrainModule.knn_monitor): the encoder's features of the unaugmented
+    training and validation images, and the kNN classifier on them; its share of a training epoch."""
+    seed_everything(args.seed)
+    model = method_model(args, data).to(device)
+    model.to(memory_format=model.memory_format)
+    (bank, bank_labels), (queries, query_labels) = (tuple(t.to(device) for t in data.splits[s]) for s in ("train", "val"))
+
+    def step():
+        knn_metrics(extract_features(model.encoder, bank, device), bank_labels,
+                    extract_features(model.encoder, queries, device), query_labels, data.num_classes, data.multilabel)
+
+    seconds = throughput(timed_loop(step, 1, MONITOR_RUNS, device), 1, device)["seconds"] / MONITOR_RUNS
+    result = {"seconds": seconds, "images": len(bank) + len(queries), "every_epochs": MONITOR_EVERY}
+    if epoch_seconds:
+        result.update(epoch_seconds=epoch_seconds, share_of_epoch=seconds / epoch_seconds,
+                      share_at_default=seconds / epoch_seconds / MONITOR_EVERY)
+    return result
 
 
 # ------------------------------------------------------------------------------ 5. memory

@@ -16,6 +16,11 @@ def scalar_tags(folder) -> set[str]:
     return {tag for accumulator in _accumulators(folder) for tag in accumulator.Tags()["scalars"]}
 
 
+def image_tags(folder) -> set[str]:
+    """Every image tag logged under `folder`."""
+    return {tag for accumulator in _accumulators(folder) for tag in accumulator.Tags()["images"]}
+
+
 def scalar_values(folder, tag: str = "train/loss") -> list[float]:
     """The values of `tag` in step order, across every event file under `folder` (a resumed run has two)."""
     values = {}

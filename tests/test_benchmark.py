@@ -21,7 +21,7 @@ _spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "
 benchmark = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(benchmark)
 
-SECTIONS = ("compute", "pretrain", "augment", "logreg", "memory")
+SECTIONS = ("compute", "pretrain", "monitor", "augment", "logreg", "memory")
 
 
 def numbers(tree, path=""):

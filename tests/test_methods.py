@@ -15,7 +15,7 @@ from torch import nn
 
 import pretrain
 from conftest import REPO
-from events import scalar_values
+from events import scalar_tags, scalar_values
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from downstream.resnet import test as finetune_test, train as finetune_train
 from fakedata import write_stripes
@@ -131,6 +131,10 @@ def test_pretraining_learns_what_a_random_encoder_misses(method, stripes, output
     run = train.main(["--dataset", "breastmnist", "--data-dir", str(stripes), *BACKBONE, "--aug", "natural",
                       "--epochs", "10", "--batch-size", "64", "--name", f"{method}-stripes"])
     assert run == models_dir(method) / f"{method}-stripes.ckpt"
+    # the online kNN monitor, logged for every method, chose the checkpoint and is in the run's record
+    assert {"val/knn_acc", "val/knn_auroc"} <= scalar_tags(models_dir(method) / "tb_logs" / f"{method}-stripes")
+    record = json.loads(run.with_suffix(".config.json").read_text())
+    assert record["selected_by"] == "val/knn_auroc" and 0.5 < record["selected_validation_metrics"]["val/knn_auroc"] <= 1
     accuracy = probe_accuracy(stripes, ["--encoder", f"{method}-stripes"], f"probe-{method}")
     print(f"{method}: probe accuracy {accuracy:.3f}, random-init {random_init:.3f}")
     assert accuracy >= 0.85 and accuracy >= random_init + 0.15, (accuracy, random_init)  # chance: 0.5

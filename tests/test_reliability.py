@@ -34,7 +34,10 @@ def test_sigkill_then_resume_finishes_the_run(data_dir, tmp_path):
     process = subprocess.Popen(args, env=run_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir(tmp_path) / "version_0/checkpoints/last.ckpt"
     deadline = time.time() + 120
-    while not last.exists() and process.poll() is None and time.time() < deadline:
+    # killed mid-run, once a checkpoint and the points of its epochs are on disk (Lightning logs an epoch's
+    # training metrics a moment after its checkpoint)
+    while (not (last.exists() and scalar_values(run_dir(tmp_path))) and process.poll() is None
+           and time.time() < deadline):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()

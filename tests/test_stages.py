@@ -11,7 +11,7 @@ import torch
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule
 from conftest import REPO
-from events import scalar_tags
+from events import image_tags, scalar_tags, scalar_values
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from common.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
@@ -46,9 +46,21 @@ def test_pretraining_writes_checkpoint_config_and_tensorboard(out):
     tags = scalar_tags(folder / "tb_logs" / "pretrain-breastmnist")
     for split in ("train", "val"):
         assert {f"{split}/loss", f"{split}/acc_top1", f"{split}/acc_top5", f"{split}/acc_mean_pos"} <= tags
-    assert "train/lr" in tags
-    checkpoints = list((folder / "tb_logs" / "pretrain-breastmnist").rglob("epoch=*-val_acc_top5=*.ckpt"))
+    assert {"train/lr", "val/knn_acc", "val/knn_auroc"} <= tags
+    assert image_tags(folder / "tb_logs" / "pretrain-breastmnist") == {"train/views"}  # the first batch's views
+    checkpoints = list((folder / "tb_logs" / "pretrain-breastmnist").rglob("epoch=*-val_knn_auroc=*.ckpt"))
     assert len(checkpoints) == 1 and list(folder.rglob("last.ckpt"))
+    assert config["selected_by"] == "val/knn_auroc" and "val/knn_auroc" in config["selected_validation_metrics"]
+
+
+def test_select_by_contrastive_keeps_the_studys_rule_and_the_monitor_follows_monitor_every(output_root, data_dir):
+    run = simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "2", "--batch-size",
+                             "16", "--backbone", "small_cnn", "--select-by", "contrastive", "--monitor-every", "1"])
+    logs = models_dir("simclr") / "tb_logs" / "pretrain-breastmnist"
+    assert len(list(logs.rglob("epoch=*-val_acc_top5=*.ckpt"))) == 1 and not list(logs.rglob("*knn*.ckpt"))
+    config = json.loads(run.with_suffix(".config.json").read_text())
+    assert config["selected_by"] == "val/acc_top5" and "val/knn_auroc" in config["selected_validation_metrics"]
+    assert len(scalar_values(logs, "val/knn_auroc")) == 2  # every epoch
 
 
 def test_existing_checkpoint_is_never_overwritten_without_flag(out, data_dir, capsys):

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from common import linear_probe
@@ -51,12 +53,18 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
 def main(argv=None):
     args = parse_args(argv)
     check_subset_options(args)
-    name = args.name or f"downstream-{args.dataset}{subset_suffix(args)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed,
                                            args.backbone, args.stem)
+    return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
+
+
+def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features: FeatureDataModule) -> Path:
+    """Train the head on `features` (of `data`'s splits through the frozen `encoder`: computed in its setup, or
+    handed in already computed) and save it as `<name>.ckpt`, as every run of this stage."""
+    name = args.name or f"downstream-{args.dataset}{subset_suffix(args)}"
     check_output("logistic_regression", name, args.overwrite, args.resume)
     seed_everything(args.seed)
     model = linear_probe.LogisticRegressionModule(
@@ -65,10 +73,10 @@ def main(argv=None):
         encoder=str(encoder_path), encoder_md5=None if encoder_path == RANDOM else file_md5(encoder_path),
         seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
         backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"])
-    features = FeatureDataModule(data, encoder)
     config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path),
               **encoder.backbone_options}
-    fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max", config=config)
+    return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
+                        config=config)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def main(argv=None):
         load_weights(model.encoder, encoder.state_dict(), f"--init {path.name}")
     check_output("resnet", name, args.overwrite, args.resume)
     config = {**vars(args), "name": name, "init": model.hparams.init, "data_file": str(data.path), **options}
-    fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", config=config)
+    return fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", config=config)
 
 
 if __name__ == "__main__":

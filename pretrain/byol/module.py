@@ -29,7 +29,7 @@ def target_momentum(base: float, progress: float) -> float:
 
 class BYOL(PretrainModule):
     NAME, TITLE, RUN_PREFIX = "byol", "BYOL", "byol"
-    MONITOR = None  # the loss is measured against a target that moves every step: keep the last checkpoint
+    OWN_MONITOR = None  # the loss is measured against a target that moves every step: keep the last checkpoint
     # BYOL trained with LARS (0.2 per 256 images, wd 1.5e-6); torch has no LARS, so SGD as in lightly's CIFAR-10
     # benchmark (0.06 per 128 images, momentum 0.9, wd 5e-4), the setting of its published BYOL numbers
     OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.06, 128, 5e-4

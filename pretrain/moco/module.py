@@ -31,7 +31,7 @@ class MoCo(PretrainModule):
     NAME, TITLE, RUN_PREFIX = "moco", "MoCo v2", "moco"
     # the loss and the rank of the positive are measured against a queue that changes every step, so they do
     # not compare between epochs (a random network ranks first, until the queue holds real keys): keep the last
-    MONITOR = None
+    OWN_MONITOR = None
     OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.03, 256, 1e-4  # MoCo v2: SGD 0.03 per 256 images, wd 1e-4
     LR_FLOOR = 0.0  # MoCo v2: cosine schedule to 0
 

@@ -1,0 +1,288 @@
+#!/usr/bin/env python
+"""How much do labels buy, with and without pretraining? The study's experiment in one command.
+
+    python scripts/label_efficiency.py --dataset breastmnist --encoders pretrain-breastmnist --labels 10 50 all
+    python scripts/label_efficiency.py --dataset bloodmnist --encoders pretrain-bloodmnist moco-bloodmnist \\
+        --samples 100 250 1000 all --seeds 0 1 2 --protocols probe baseline
+
+For every label budget (--labels per class, or --samples in all) and seed (the draw of the labelled
+images), each protocol is a cell:
+  probe     logistic regression on each frozen encoder, and on a random-init encoder of each backbone
+            (the reference): the encoders' features are computed once and reused by every probe cell
+  finetune  all layers from each encoder
+  baseline  the same network from scratch (supervised)
+Each cell trains as its stage's train.py does (its checkpoint in that stage's models/ folder, named
+le-<dataset>-<protocol>-<encoder>-<budget>-s<seed>, so its test.py can test it again), is tested on the
+test split, and becomes a row of <out>/results.csv. summary.md and label_efficiency.png are written from
+all rows at the end. A rerun skips the cells already in results.csv; a failed cell is reported and the
+others go on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.cli import data_parser, positive_int
+from common.data import MedMNISTDataModule, select_subset
+from common.evaluate import report, run_test
+from common.features import FeatureDataModule, extract_features
+from common.trainer import file_md5
+from common.linear_probe import EPOCHS as PROBE_EPOCHS, LogisticRegressionModule
+from downstream.logistic_regression import train as probe_train
+from downstream.resnet import test as finetune_test, train as finetune_train
+from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
+from scripts.benchmarking import quiet_lightning
+from scripts.label_efficiency_report import read_rows, write_reports, write_rows
+from utils import UserError, output_root, resolve_encoder, run_cli
+
+PROTOCOLS = ("probe", "finetune", "baseline")
+FINETUNE_EPOCHS = 30  # ours: the study finetuned for its own choice of epochs; 30 fit a 2-core CPU's hour
+ALL = "all"
+OUT = Path("outputs") / "label_efficiency"  # under the output root (the repository or $MEDSIMCLR_OUTPUT_ROOT)
+
+
+def budget_value(text: str) -> int | str:
+    if text == ALL:
+        return ALL
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of labels or '{ALL}', got {text}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.")
+    parser.add_argument("--encoders", nargs="+", default=None,
+                        help="pretrained encoders (run names or paths, any method); default pretrain-<dataset>")
+    budgets = parser.add_mutually_exclusive_group()
+    budgets.add_argument("--labels", nargs="+", type=budget_value, default=None,
+                         help=f"labelled training images per class, or {ALL} (default 10 50 {ALL})")
+    budgets.add_argument("--samples", nargs="+", type=budget_value, default=None,
+                         help=f"labelled training images in all, drawn at random, or {ALL} (the study's count)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one draw of the labels each")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--probe-epochs", type=positive_int, default=PROBE_EPOCHS)
+    parser.add_argument("--finetune-epochs", type=positive_int, default=FINETUNE_EPOCHS,
+                        help="epochs of each finetuning and baseline cell")
+    parser.add_argument("--out", default=None, help="results folder (default outputs/label_efficiency/<dataset>)")
+    args = parser.parse_args(argv)
+    if args.labels is None and args.samples is None:
+        args.labels = [10, 50, ALL]
+    return args
+
+
+@dataclass(frozen=True)
+class Budget:
+    per_class: int | None = None
+    samples: int | None = None
+
+    @property
+    def text(self) -> str:  # as results.csv and the tables name it
+        return f"{self.per_class}/class" if self.per_class else str(self.samples) if self.samples else ALL
+
+    @property
+    def tag(self) -> str:  # in run names
+        return f"{self.per_class}-spc" if self.per_class else f"{self.samples}-samples" if self.samples else ALL
+
+    def argv(self) -> list[str]:
+        if self.per_class:
+            return ["--samples-per-class", str(self.per_class)]
+        return ["--samples", str(self.samples)] if self.samples else []
+
+
+def check_budgets(args, data: MedMNISTDataModule) -> list[Budget]:
+    """The budgets, each checked against the training split before anything trains."""
+    option, values = ("--labels", args.labels) if args.labels is not None else ("--samples", args.samples)
+    budgets = []
+    for value in values:
+        if value == ALL:
+            budgets.append(Budget())
+            continue
+        budget = Budget(per_class=value) if option == "--labels" else Budget(samples=value)
+        try:
+            select_subset(data.splits["train"][1], budget.samples, budget.per_class, 0, data.num_classes)
+        except UserError as err:
+            raise UserError(f"{option} {value}: {err}") from None
+        budgets.append(budget)
+    return budgets
+
+
+@dataclass(frozen=True)
+class Encoder:
+    tag: str  # in tables and run names: the run's name, or random-<network>, scratch-<network>
+    path: Path | None  # None: a random-init network
+    options: dict  # build_backbone's
+    md5: str | None = None  # of the checkpoint: a retrained encoder of the same name is a new one
+
+
+def network_tag(options: dict) -> str:
+    return options["backbone"] + (f"-{options['stem']}" if options["stem"] else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    protocol: str
+    encoder: Encoder
+    budget: Budget
+    seed: int
+    settings: str  # what else decides its result: image size, training budget, the encoder's file
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What identifies its row in results.csv: a rerun with other settings runs new cells."""
+        return self.protocol, self.encoder.tag, self.budget.text, str(self.seed), self.settings
+
+    def name(self, dataset: str) -> str:
+        return f"le-{dataset}-{self.protocol}-{self.encoder.tag}-{self.budget.tag}-s{self.seed}"
+
+
+def row_key(row: dict) -> tuple[str, str, str, str, str]:
+    """Cell.key of a row of results.csv."""
+    return row["protocol"], row["encoder"], row["labels"], row["seed"], row.get("settings") or ""
+
+
+def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
+    """Every cell, encoders resolved (each is loaded once here to check it reads the dataset)."""
+    pretrained = []
+    for reference in args.encoders or [f"pretrain-{args.dataset}"]:
+        path = resolve_encoder(reference, "--encoders", also=("resnet",))
+        options = load_encoder(path, "--encoders", data.num_channels, data.size).backbone_options
+        pretrained.append(Encoder(path.stem, path, options, file_md5(path)))
+    networks = {network_tag(e.options): e.options for e in pretrained}
+    by_protocol = {
+        "probe": pretrained + [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()],
+        "finetune": pretrained,
+        "baseline": [Encoder(f"scratch-{tag}", None, options) for tag, options in networks.items()],
+    }
+    epochs = {"probe": args.probe_epochs, "finetune": args.finetune_epochs, "baseline": args.finetune_epochs}
+
+    def settings(protocol: str, encoder: Encoder) -> str:
+        md5 = f", encoder md5 {encoder.md5}" if encoder.md5 else ""
+        return f"{data.size} px, {epochs[protocol]} epochs{md5}"
+
+    return [Cell(protocol, encoder, budget, seed, settings(protocol, encoder)) for protocol in args.protocols
+            for encoder in by_protocol[protocol] for budget in budgets for seed in args.seeds]
+
+
+class Runner:
+    """Runs cells in this process; the features of each probe encoder are computed once."""
+
+    def __init__(self, args, data: MedMNISTDataModule):
+        self.args, self.data = args, data
+        self.encoded: dict[tuple, tuple] = {}  # (encoder tag, seed for a random one) -> (encoder, path, features)
+
+    def common_argv(self, cell: Cell) -> list[str]:
+        return ["--dataset", self.data.flag, "--size", str(self.data.size), "--data-dir", str(self.data.path.parent),
+                "--seed", str(cell.seed), *cell.budget.argv(), "--name", cell.name(self.data.flag), "--overwrite"]
+
+    def network_argv(self, encoder: Encoder) -> list[str]:
+        stem = ["--stem", encoder.options["stem"]] if encoder.options["stem"] else []
+        return ["--backbone", encoder.options["backbone"], *stem]
+
+    def labelled(self, cell: Cell) -> torch.Tensor:
+        """Indices of this cell's labelled training images: the stages' own draw for its budget and seed."""
+        labels = self.data.splits["train"][1]
+        return select_subset(labels, cell.budget.samples, cell.budget.per_class, cell.seed, self.data.num_classes)
+
+    def subset(self, cell: Cell) -> MedMNISTDataModule:
+        """The dataset with only this cell's labelled training images."""
+        images, labels = self.data.splits["train"]
+        keep = self.labelled(cell)
+        data = MedMNISTDataModule(self.data.flag, self.data.size, self.data.path.parent, seed=cell.seed,
+                                  samples=cell.budget.samples, samples_per_class=cell.budget.per_class, download=False)
+        data.splits = {**self.data.splits, "train": (images[keep], labels[keep])}
+        return data
+
+    def features(self, cell: Cell, args) -> tuple:
+        """(frozen encoder, its path or 'random', features of every split), computed at the first cell that needs
+        them: once per encoder (per seed for a random-init one, whose weights the seed draws)."""
+        key = (cell.encoder.tag, cell.seed if cell.encoder.path is None else None)
+        if key not in self.encoded:
+            encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem)
+            gpu = torch.cuda.is_available() and self.args.accelerator in ("auto", "gpu", "cuda")
+            device = torch.device("cuda" if gpu else "cpu")
+            self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
+                                                 for split, (x, y) in self.data.splits.items()})
+        return self.encoded[key]
+
+    def probe(self, cell: Cell) -> Path:
+        network = self.network_argv(cell.encoder) if cell.encoder.path is None else []
+        reference = str(cell.encoder.path) if cell.encoder.path else probe_train.RANDOM
+        args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network,
+                                       "--epochs", str(self.args.probe_epochs)])
+        encoder, path, encoded = self.features(cell, args)
+        data, keep = self.subset(cell), self.labelled(cell).to(encoded["train"][0].device)
+        features = FeatureDataModule(data, encoder)
+        features.features = {**encoded, "train": (encoded["train"][0][keep], encoded["train"][1][keep])}
+        final = probe_train.train_probe(args, data, encoder, path, features)
+        head = build_from_checkpoint(LogisticRegressionModule, read_checkpoint(final), final.name,
+                                     multilabel=data.multilabel, dataset=data.flag)
+        report(run_test(head, features, args), data.class_names, final,
+               {"stage": "logistic_regression", "dataset": data.flag, "encoder": str(path)})
+        return final
+
+    def finetune(self, cell: Cell) -> Path:
+        init = ["--init", str(cell.encoder.path)] if cell.protocol == "finetune" else [
+            "--init", "none", *self.network_argv(cell.encoder)]
+        final = finetune_train.main([*self.common_argv(cell), *init, "--epochs", str(self.args.finetune_epochs)])
+        finetune_test.main(["--checkpoint", str(final), "--data-dir", str(self.data.path.parent)])
+        return final
+
+    def run(self, cell: Cell) -> dict:
+        start = time.perf_counter()
+        final = self.probe(cell) if cell.protocol == "probe" else self.finetune(cell)
+        result = json.loads(final.with_name(final.stem + ".test.json").read_text())
+        protocol, encoder, labels, seed, settings = cell.key
+        return {"protocol": protocol, "encoder": encoder, "labels": labels, "seed": seed, "settings": settings,
+                "labelled_images": len(self.labelled(cell)), "test_acc": result["acc"], "test_auroc": result["auroc"],
+                "per_class_acc": ";".join(f"{a:.4f}" if a is not None else "nan" for a in result["per_class_acc"]),
+                "seconds": round(time.perf_counter() - start, 1), "checkpoint": str(final)}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=0).load()
+    budgets = check_budgets(args, data)
+    cells = plan(args, data, budgets)
+    out = Path(args.out).expanduser() if args.out else output_root() / OUT / data.flag
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(out / "results.csv")
+    done = {row_key(r) for r in rows}
+    todo = [cell for cell in cells if cell.key not in done]
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {out / 'results.csv'}, {len(todo)} to run "
+          f"(each cell's output: {out / 'cells.log'})", flush=True)
+    runner, failed = Runner(args, data), []
+    with open(out / "cells.log", "a") as log, quiet_lightning():
+        for cell in tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not todo):
+            try:
+                with redirect_stdout(log), redirect_stderr(log):
+                    rows.append(runner.run(cell))
+            except Exception as err:  # a failed cell is reported; the others go on, and a rerun retries it
+                failed.append(cell.name(data.flag))
+                reason = str(err).splitlines()[0] if str(err) else repr(err)
+                tqdm.write(f"error: cell {cell.name(data.flag)} failed: {reason}", file=sys.stderr)
+                continue
+            write_rows(out / "results.csv", rows)
+    wanted = {cell.key for cell in cells}
+    title = f"{data.flag}: label efficiency"
+    summary, figure = write_reports(out, [r for r in rows if row_key(r) in wanted], [b.text for b in budgets], title)
+    print(f"wrote {out / 'results.csv'}\nwrote {summary}\nwrote {figure}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(todo)} cells failed ({', '.join(failed[:3])}"
+                        f"{', ...' if len(failed) > 3 else ''})", "see the errors above; the same command retries them")
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)
