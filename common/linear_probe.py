@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from common import lbfgs_probe
 from common.classifier import ClassifierModule
 from common.metrics import classification_loss
 from common.safety import check_finite
@@ -24,6 +25,7 @@ MILESTONES = (0.6, 0.8)  # fractions of max_epochs where the learning rate drops
 GAMMA = 0.1
 BATCH_SIZE = 64  # minibatch of the AdamW updates: min(64, N)
 EPOCHS = 100  # ours: the study left it to the command line
+SOLVERS = ("adamw", "lbfgs")  # the study's minibatch AdamW head; the SimCLR paper's L-BFGS (common.lbfgs_probe)
 
 
 def count_optimizer_step(trainer) -> None:
@@ -54,6 +56,7 @@ class LogisticRegressionModule(ClassifierModule):
         backbone: str | None = None,
         stem: str | None = None,
         stage: str = "logistic_regression",
+        solver: str = "adamw",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -64,8 +67,11 @@ class LogisticRegressionModule(ClassifierModule):
         return self.head(features)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        """One epoch: AdamW updates on consecutive minibatches of the shuffled split (N, D)."""
+        """One epoch: AdamW updates on consecutive minibatches of the shuffled split (N, D); with the L-BFGS
+        solver, the whole fit (every strength of its grid, the best on the validation features)."""
         features, labels = batch
+        if self.hparams.solver == "lbfgs":
+            return self.lbfgs_fit(features, labels)
         optimizer, size = self.optimizers().optimizer, self.hparams.batch_size  # the bare AdamW: see above
         losses = []
         with torch_threads(1):  # microsecond ops: more threads only add sync cost (170x under CPU contention)
@@ -81,6 +87,18 @@ class LogisticRegressionModule(ClassifierModule):
         epoch_loss = torch.stack(losses).mean()
         self.log("train/loss", epoch_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(features))
         return epoch_loss
+
+    def lbfgs_fit(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        val = self.trainer.datamodule.features["val"]
+        layer, l2, trials = lbfgs_probe.select((features, labels), val, self.head.out_features,
+                                               self.hparams.multilabel)
+        self.head.load_state_dict(layer.to(self.head.weight.device).state_dict())
+        self.lbfgs_trials = trials
+        count_optimizer_step(self.trainer)
+        loss = classification_loss(self(features), labels, self.hparams.multilabel).detach()
+        self.log_dict({"train/loss": loss, "train/l2": l2}, on_step=False, on_epoch=True, prog_bar=True,
+                      batch_size=len(features))
+        return loss
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()

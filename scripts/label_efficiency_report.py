@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from utils import atomic_path, atomic_write_text  # noqa: E402
 
+PROTOCOLS = ("probe", "finetune", "baseline")  # the experiment's protocols, in the order of its tables
 COLUMNS = ("protocol", "encoder", "labels", "labelled_images", "seed", "settings", "test_acc", "test_auroc",
            "per_class_acc", "seconds", "checkpoint")
 METRICS = (("test_auroc", "AUROC"), ("test_acc", "accuracy"))
@@ -42,9 +43,10 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def series(rows: list[dict], budgets: list[str]) -> dict[tuple[str, str], dict[str, list[dict]]]:
-    """(protocol, encoder) -> budget -> the rows of its seeds, in the order the rows first name them."""
+    """(protocol, encoder) -> budget -> the rows of its seeds; protocols in PROTOCOLS' order, encoders in the
+    order the rows first name them."""
     grouped: dict[tuple[str, str], dict[str, list[dict]]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda row: PROTOCOLS.index(row["protocol"])):  # stable: keeps the encoders' order
         if row["labels"] in budgets:
             grouped.setdefault((row["protocol"], row["encoder"]), {}).setdefault(row["labels"], []).append(row)
     return grouped

@@ -1,6 +1,7 @@
 """scripts/label_efficiency.py: every cell run and tested, resumable after a kill, its summary and plot."""
 import csv
 import statistics
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
@@ -57,22 +58,22 @@ def test_every_cell_runs_once_a_killed_run_finishes_only_what_is_missing_and_a_f
     with pytest.raises(SystemExit) as exit_info:
         run_cli(label_efficiency.main, argv)
     output = capsys.readouterr()
-    assert "16 cells, 5 already in" in output.out and exit_info.value.code != 0
+    assert "20 cells, 5 already in" in output.out and exit_info.value.code != 0
     assert "error: cell le-breastmnist-" in output.err and "failed: out of memory\n" in output.err
-    assert "1 of 11 cells failed" in output.err
-    assert len(read_rows(tmp_path / "results/results.csv")) == 15 and (tmp_path / "results/summary.md").is_file()
+    assert "1 of 15 cells failed" in output.err
+    assert len(read_rows(tmp_path / "results/results.csv")) == 19 and (tmp_path / "results/summary.md").is_file()
 
     monkeypatch.setattr(label_efficiency.Runner, "run", lambda self, cell: calls.append(cell.key) or real_run(self, cell))
     label_efficiency.main(argv)  # the third run retries the failed cell alone
-    assert "16 cells, 15 already in" in capsys.readouterr().out
+    assert "20 cells, 19 already in" in capsys.readouterr().out
     assert calls[-1] == calls[5]
     calls.pop(5)
     rows = read_rows(tmp_path / "results/results.csv")
     keys = [label_efficiency.row_key(r) for r in rows]
-    assert len(calls) == 16 and len(set(calls)) == 16 and sorted(keys) == sorted(calls)  # each cell ran once
+    assert len(calls) == 20 and len(set(calls)) == 20 and sorted(keys) == sorted(calls)  # each cell ran once
     assert {(r["protocol"], r["encoder"]) for r in rows} == {
-        ("probe", "pretrain-breastmnist"), ("probe", "random-small_cnn"), ("finetune", "pretrain-breastmnist"),
-        ("baseline", "scratch-small_cnn")}
+        ("probe", "pretrain-breastmnist"), ("probe", "random-small_cnn"), ("probe", "pixels"),
+        ("finetune", "pretrain-breastmnist"), ("baseline", "scratch-small_cnn")}
     assert {r["labelled_images"] for r in rows} == {"10", "48"}  # 5 per class of 2, and all 48
     for row in rows:  # every cell's checkpoint is in its stage's folder, tested by the stage's own test.py format
         assert row["checkpoint"].endswith(".ckpt") and 0 <= float(row["test_auroc"]) <= 1
@@ -80,11 +81,13 @@ def test_every_cell_runs_once_a_killed_run_finishes_only_what_is_missing_and_a_f
         assert str(models_dir(stage)) in row["checkpoint"]
     assert (tmp_path / "results/summary.md").is_file()
     assert mpimg.imread(tmp_path / "results/label_efficiency.png").ndim == 3  # a valid PNG
-    # other settings are other cells: a longer probe does not reuse the rows of the shorter one
-    label_efficiency.main([*argv, "--protocols", "probe", "--labels", "5", "--seeds", "0", "--probe-epochs", "4"])
-    assert "2 cells, 0 already in" in capsys.readouterr().out
+    # other settings are other cells, with checkpoints of their own: the AdamW probe reuses no L-BFGS row
+    label_efficiency.main([*argv, "--protocols", "probe", "--labels", "5", "--seeds", "0", "--probe-solver", "adamw",
+                           "--probe-epochs", "4"])
+    assert "3 cells, 0 already in" in capsys.readouterr().out
     rows = read_rows(tmp_path / "results/results.csv")
-    assert len(rows) == 18 and "4 epochs" in rows[-1]["settings"]
+    assert len(rows) == 23 and "4 epochs" in rows[-1]["settings"] and "L-BFGS" in rows[0]["settings"]
+    assert len({row["checkpoint"] for row in rows}) == 23 and all(Path(row["checkpoint"]).is_file() for row in rows)
 
 
 ROWS = [{"protocol": p, "encoder": e, "labels": b, "labelled_images": n, "seed": str(s), "test_acc": str(acc),

@@ -125,8 +125,14 @@ def random_init(stripes, outputs):
     return probe_accuracy(stripes, ["--encoder", "random", *BACKBONE], "random-small_cnn")
 
 
+@pytest.fixture(scope="module")
+def raw_pixels(stripes, outputs):
+    """The L-BFGS probe on the raw pixels: the stripes' random phase leaves no linear trace of the orientation."""
+    return probe_accuracy(stripes, ["--encoder", "pixels", "--solver", "lbfgs"], "pixels-lbfgs")
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_pretraining_learns_what_a_random_encoder_misses(method, stripes, outputs, random_init, capsys):
+def test_pretraining_learns_what_a_random_encoder_misses(method, stripes, outputs, random_init, raw_pixels, capsys):
     train = importlib.import_module(f"pretrain.{method}.train")
     run = train.main(["--dataset", "breastmnist", "--data-dir", str(stripes), *BACKBONE, "--aug", "natural",
                       "--epochs", "10", "--batch-size", "64", "--name", f"{method}-stripes"])
@@ -138,6 +144,9 @@ def test_pretraining_learns_what_a_random_encoder_misses(method, stripes, output
     accuracy = probe_accuracy(stripes, ["--encoder", f"{method}-stripes"], f"probe-{method}")
     print(f"{method}: probe accuracy {accuracy:.3f}, random-init {random_init:.3f}")
     assert accuracy >= 0.85 and accuracy >= random_init + 0.15, (accuracy, random_init)  # chance: 0.5
+    # the SimCLR paper's L-BFGS probe reads the same features as well, and raw pixels fall far behind
+    lbfgs = probe_accuracy(stripes, ["--encoder", f"{method}-stripes", "--solver", "lbfgs"], f"lbfgs-{method}")
+    assert lbfgs >= 0.85 and lbfgs >= raw_pixels + 0.15, (lbfgs, raw_pixels)
     # finetuning takes the encoder too, by run name, with no method named anywhere downstream
     finetune_train.main(["--dataset", "breastmnist", "--data-dir", str(stripes), "--init", f"{method}-stripes",
                          "--epochs", "1", "--name", f"finetune-{method}"])

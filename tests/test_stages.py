@@ -97,6 +97,40 @@ def test_logistic_regression_train_and_test(out, data_dir, capsys):
     assert {"train/loss", "val/loss", "val/acc", "val/auroc"} <= tags
 
 
+def test_probe_test_reports_the_references_trained_once_then_cached(out, data_dir, capsys, monkeypatch):
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "2", "--samples-per-class", "6",
+                   "--encoder", "pretrain-breastmnist", "--name", "probe-with-references"])
+    lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])
+    printed = capsys.readouterr().out
+    result = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
+    assert set(result["references"]) == {"random-resnet18-imagenet", "pixels"}
+    for tag, row in result["references"].items():
+        assert 0 <= row["auroc"] <= 1 and f"{tag:<32}  {row['acc']:8.4f}" in printed
+        reference = torch.load(row["checkpoint"], weights_only=True)["hyper_parameters"]
+        assert reference["seed"] == 0 and reference["max_epochs"] == 2  # the head's settings
+    assert "pretrain-breastmnist" in printed.split("test AUROC")[-1]  # the encoder's own row, above them
+    monkeypatch.setattr(lr_train, "train_probe", lambda *a: pytest.fail("a reference was trained again"))
+    lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])  # read from the cache
+    again = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
+    assert again["references"] == result["references"]
+
+
+def test_lbfgs_probe_on_raw_pixels_is_one_epoch_and_tests_with_its_reference(output_root, data_dir, capsys):
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--encoder", "pixels", "--solver", "lbfgs",
+                   "--name", "pixels"])
+    head = models_dir("logistic_regression") / "pixels.ckpt"
+    saved = torch.load(head, weights_only=True)
+    assert saved["hyper_parameters"]["solver"] == "lbfgs" and saved["hyper_parameters"]["encoder"] == "pixels"
+    assert saved["state_dict"]["head.weight"].shape == (2, 28 * 28) and saved["epoch"] == 0  # one epoch: the fit
+    assert "train/l2" in scalar_tags(models_dir("logistic_regression") / "tb_logs" / "pixels")
+    lr_test.main(["--checkpoint", "pixels", "--data-dir", str(data_dir)])
+    assert json.loads(head.with_name("pixels.test.json").read_text())["encoder"] == "pixels"
+    with pytest.raises(SystemExit) as exit_info:  # the pixels have no network to choose
+        run_cli(lr_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--encoder", "pixels",
+                                "--backbone", "small_cnn"])
+    assert exit_info.value.code == 2 and "--encoder random only" in capsys.readouterr().err
+
+
 def test_logistic_regression_leaves_encoder_untouched(data_dir):
     encoder = build_backbone().train()  # train mode on purpose: extraction must switch it to eval
     before = copy.deepcopy(encoder.state_dict())

@@ -4,11 +4,15 @@
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from common.evaluate import report, run_test
 from common.features import FeatureDataModule
 from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint, test_parser
-from downstream.logistic_regression.train import RANDOM, frozen_encoder
+from downstream.logistic_regression.references import references
+from downstream.logistic_regression.train import RANDOM, REFERENCES, frozen_encoder
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
@@ -17,6 +21,8 @@ def main(argv=None):
     parser = test_parser("Test a logistic-regression head on the test split.")
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint; default: the one the head records (the study's heads record none)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the reference rows (the same probe on the raw pixels and a random-init encoder)")
     args = parser.parse_args(argv)
     path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
@@ -29,8 +35,21 @@ def main(argv=None):
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)
+    beside = {}
+    config = path.with_suffix(".config.json")
+    if reference not in REFERENCES and not args.no_references and config.is_file():
+        log = path.with_suffix(".references.log")
+        print(f"the same probe on the raw pixels and a random-init encoder (trained once for these settings; "
+              f"output in {log}) ...", flush=True)
+        options = json.loads(config.read_text())["options"]
+        network = encoder.backbone_options
+        beside = references(options, data, network["backbone"], network["stem"], args, log)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
-                                             "encoder": str(encoder_path)})
+                                             "encoder": str(encoder_path), "references": beside})
+    if beside:
+        print(f"{'encoder':<32}  test ACC  test AUROC")
+        for tag, row in {Path(str(encoder_path)).stem: results, **beside}.items():
+            print(f"{tag[:32]:<32}  {row['acc']:8.4f}  {row['auroc']:10.4f}")
 
 
 if __name__ == "__main__":

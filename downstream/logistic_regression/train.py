@@ -17,9 +17,11 @@ from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
 from models.checkpoints import load_encoder
+from models.pixels import PIXELS, RawPixels
 from utils import UserError, resolve_encoder, run_cli, seed_everything
 
 RANDOM = "random"  # --encoder random: a randomly initialised (seeded) backbone, the no-pretraining reference
+REFERENCES = (RANDOM, PIXELS)  # --encoder values that name no checkpoint
 
 
 def parse_args(argv=None):
@@ -28,8 +30,13 @@ def parse_args(argv=None):
     add_samples_per_class(parser)
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint of any pretraining method (or a finetuned one), path or run name, "
-                             "or 'random' for a randomly initialised --backbone; default pretrain-<dataset>")
+                             f"'{RANDOM}' for a randomly initialised --backbone, or '{PIXELS}' for the raw pixels; "
+                             "default pretrain-<dataset>")
     add_backbone_options(parser, "with --encoder random")
+    parser.add_argument("--solver", choices=linear_probe.SOLVERS, default="adamw",
+                        help="adamw: the study's head, minibatch AdamW for --epochs; lbfgs: the transfer protocol of "
+                             "Chen et al. 2020, standardised features, full-batch L-BFGS, l2 strength chosen on val "
+                             "(one epoch; --epochs, --lr, --weight-decay and --batch-size do not apply)")
     parser.add_argument("--lr", type=float, default=linear_probe.LR)
     parser.add_argument("--weight-decay", type=float, default=linear_probe.WEIGHT_DECAY)
     return parser.parse_args(argv)
@@ -37,7 +44,10 @@ def parse_args(argv=None):
 
 def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
                    stem: str | None = None):
-    """The encoder named by --encoder (path, run name, or 'random'), frozen, and its path (or 'random')."""
+    """The encoder named by --encoder (path, run name, 'random' or 'pixels'), frozen, and its path (or the
+    reference's name)."""
+    if reference == PIXELS and backbone is None and stem is None:
+        return RawPixels(data.num_channels, data.size), PIXELS
     if reference == RANDOM:
         options = new_network(backbone, stem, data.num_channels, data.size)
         torch.manual_seed(seed)
@@ -66,13 +76,15 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
     handed in already computed) and save it as `<name>.ckpt`, as every run of this stage."""
     name = args.name or f"downstream-{args.dataset}{subset_suffix(args)}"
     check_output("logistic_regression", name, args.overwrite, args.resume)
+    if args.solver == "lbfgs":
+        args.epochs = 1  # the whole fit, every strength of the grid, is one epoch
     seed_everything(args.seed)
     model = linear_probe.LogisticRegressionModule(
         feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,
         dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
-        encoder=str(encoder_path), encoder_md5=None if encoder_path == RANDOM else file_md5(encoder_path),
+        encoder=str(encoder_path), encoder_md5=None if encoder_path in REFERENCES else file_md5(encoder_path),
         seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
-        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"])
+        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"], solver=args.solver)
     config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path),
               **encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",

@@ -1,0 +1,77 @@
+"""The references beside every probe result: the same probe, on the same labels with the same settings, on
+the raw pixels and on a random-init encoder of the same backbone. Without them a probe's AUROC says nothing
+about what pretraining bought.
+
+Each reference is trained once per data set and settings (as a checkpoint of this stage, named
+reference-<dataset>-<encoder>-<digest of the settings>) and its test metrics are cached in
+models/references/<dataset>.json; later tests of any head with those settings read them from there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from common.evaluate import run_test
+from common.features import FeatureDataModule
+from common.linear_probe import LogisticRegressionModule
+from common.data import MedMNISTDataModule
+from downstream.logistic_regression import train as probe_train
+from models.checkpoints import build_from_checkpoint, read_checkpoint
+from models.pixels import PIXELS
+from utils import atomic_write_text, models_dir
+
+# what, besides the encoder, decides a probe's result: the options of train.py that its config records
+SETTINGS = ("size", "solver", "epochs", "lr", "weight_decay", "batch_size", "samples", "samples_per_class", "seed")
+DIGEST = 8  # hex digits of the settings in a reference's run name
+
+
+def cache_file(dataset: str) -> Path:
+    return models_dir("logistic_regression") / "references" / f"{dataset}.json"
+
+
+def network_tag(backbone: str, stem: str | None) -> str:
+    return backbone + (f"-{stem}" if stem else "")
+
+
+def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
+    """train.py's options for a reference probe with the head's settings (as its config records them)."""
+    argv = ["--dataset", data.flag, "--data-dir", str(data.path.parent), "--overwrite"]
+    for key in SETTINGS:
+        if options.get(key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(options[key])]
+    return argv
+
+
+def references(options: dict, data: MedMNISTDataModule, backbone: str, stem: str | None, args,
+               log: Path) -> dict[str, dict]:
+    """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels and a random-init `backbone` (`stem`),
+    each probed with the head's `options` (train.py's, from its config); trained on the first call for these
+    settings (their output appended to `log`), read from the cache after."""
+    settings = {key: options.get(key) for key in SETTINGS}
+    cache = cache_file(data.flag)
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    results = {}
+    for tag, encoder_argv in ((f"random-{network_tag(backbone, stem)}", ["--encoder", probe_train.RANDOM, "--backbone",
+                                                                      backbone, *(["--stem", stem] if stem else [])]),
+                              (PIXELS, ["--encoder", PIXELS])):
+        key = json.dumps({**settings, "encoder": tag}, sort_keys=True)
+        if key not in cached:
+            name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
+                train_args = probe_train.parse_args([*reference_argv(options, data), *encoder_argv, "--name", name])
+                encoder, path = probe_train.frozen_encoder(train_args.encoder, data, train_args.seed,
+                                                           train_args.backbone, train_args.stem)
+                subset = MedMNISTDataModule(data.flag, data.size, data.path.parent, samples=train_args.samples,
+                                            samples_per_class=train_args.samples_per_class, seed=train_args.seed)
+                final = probe_train.train_probe(train_args, subset.load(), encoder, path,
+                                                FeatureDataModule(subset, encoder))
+                head = build_from_checkpoint(LogisticRegressionModule, read_checkpoint(final), final.name,
+                                             multilabel=data.multilabel, dataset=data.flag)
+                metrics = run_test(head, FeatureDataModule(data, encoder, splits=("test",)), args)
+            cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final)}
+            atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
+        results[tag] = cached[key]
+    return results
