@@ -97,6 +97,9 @@ def add_backbone_options(parser: Parser, when: str) -> None:
     parser.add_argument("--stem", default=None, choices=list(STEMS),
                         help=f"ResNet stem {when}: imagenet (7x7 stride 2 + max-pool, the study's; the default) or "
                              "small (3x3 stride 1, no max-pool: for 28-64 px images, several times the compute)")
+    parser.add_argument("--resize", type=positive_int, default=None,
+                        help=f"upsample every image to N px on the device before the network {when} (e.g. 28 -> 64, "
+                             "bilinear; --size picks the stored resolution instead)")
 
 
 def checked_stem(backbone: str, stem: str | None) -> str | None:
@@ -109,10 +112,11 @@ def checked_stem(backbone: str, stem: str | None) -> str | None:
         raise UserError(f"--stem {stem}: {err}", "leave --stem out for this backbone") from None
 
 
-def new_network(backbone: str | None, stem: str | None, channels: int, size: int) -> dict:
-    """The build_backbone options of a network built from scratch: --backbone (default the study's) and
-    --stem, the dataset's channels and image size."""
+def new_network(backbone: str | None, stem: str | None, channels: int, size: int, resize: int | None = None) -> dict:
+    """The build_backbone options of a network built from scratch: --backbone (default the study's), --stem
+    and --resize, the dataset's channels and image size."""
     from models.backbones import DEFAULT_BACKBONE
 
     backbone = backbone or DEFAULT_BACKBONE
-    return {"backbone": backbone, "stem": checked_stem(backbone, stem), "in_channels": channels, "size": size}
+    return {"backbone": backbone, "stem": checked_stem(backbone, stem), "in_channels": channels, "size": size,
+            "resize": resize}

@@ -57,6 +57,7 @@ class LogisticRegressionModule(ClassifierModule):
         stem: str | None = None,
         stage: str = "logistic_regression",
         solver: str = "adamw",
+        resize: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -12,6 +12,7 @@ from typing import Callable
 
 from torch import nn
 
+from models.resize import InputResize
 from models.resnet import STEMS, ResNetEncoder
 from models.small_cnn import SmallCNN
 from models.stem import accepts
@@ -67,12 +68,16 @@ def check_stem(name: str, stem: str | None) -> str | None:
 
 
 def build_backbone(backbone: str = DEFAULT_BACKBONE, in_channels: int = 3, size: int = 28,
-                   stem: str | None = None) -> nn.Module:
+                   stem: str | None = None, resize: int | None = None) -> nn.Module:
     """The network `backbone` for images of `in_channels` channels and `size` pixels (only ViTs depend on
-    it); its options are kept as `module.backbone_options`, the same dict `build_backbone(**options)` takes."""
+    it), or, with `resize`, for any image upsampled to `resize` pixels on the device first (models.resize);
+    its options are kept as `module.backbone_options`, the same dict `build_backbone(**options)` takes."""
     stem = check_stem(backbone, stem)
-    module = BACKBONES[backbone].build(in_channels, size, stem)
-    module.backbone_options = {"backbone": backbone, "stem": stem, "in_channels": in_channels, "size": size}
+    module = BACKBONES[backbone].build(in_channels, resize or size, stem)
+    if resize:
+        module.register_forward_pre_hook(InputResize(resize))
+    module.backbone_options = {"backbone": backbone, "stem": stem, "in_channels": in_channels, "size": size,
+                               "resize": resize}
     return module
 
 
@@ -81,13 +86,14 @@ def backbone_options(hparams: dict) -> dict:
     ResNet-18s with the ImageNet stem and 3 input channels."""
     name = hparams.get("backbone") or hparams.get("arch") or DEFAULT_BACKBONE
     return {"backbone": name, "stem": hparams.get("stem") or (default_stem(name) if name in BACKBONES else None),
-            "in_channels": hparams.get("in_channels", 3), "size": hparams.get("size", 28)}
+            "in_channels": hparams.get("in_channels", 3), "size": hparams.get("size", 28),
+            "resize": hparams.get("resize")}
 
 
 def reads(backbone: nn.Module, channels: int, size: int) -> bool:
     """Whether `backbone` can encode images of `channels` channels and `size` pixels."""
     options = backbone.backbone_options
-    fixed = BACKBONES[options["backbone"]].fixed_size
+    fixed = BACKBONES[options["backbone"]].fixed_size and not options.get("resize")  # a resized one reads any size
     return accepts(backbone.in_channels, channels) and (not fixed or options["size"] == size)
 
 

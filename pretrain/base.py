@@ -22,6 +22,7 @@ from common.knn import knn_metrics
 from common.normalize import normalize, to_unit
 from models.backbones import DEFAULT_BACKBONE, build_backbone
 from models.checkpoints import load_weights
+from models.resize import resize_images
 
 KNN_MONITOR = ("val/knn_auroc", "max")  # the default rule: the online kNN classifier's validation AUROC
 VIEW_GRID_IMAGES = 16  # images (each with its two views) in the TensorBoard grid of the first batch
@@ -63,16 +64,17 @@ class PretrainModule(pl.LightningModule):
         seed: int = 0,
         init: str | None = None,
         channels_last: bool = True,
+        resize: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = build_backbone(backbone, in_channels, size, stem)
+        self.encoder = build_backbone(backbone, in_channels, size, stem, resize)
         self.hparams.update(method=self.NAME, stem=self.encoder.backbone_options["stem"],
                             optimizer=optimizer or self.OPTIMIZER,
                             weight_decay=self.WEIGHT_DECAY if weight_decay is None else weight_decay)
         if self.hparams.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        self.augment = build_augmentation(aug, size)
+        self.augment = build_augmentation(aug, resize or size)  # the crop resizes each view to the network's size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generators: dict[str, torch.Generator] = {}
         self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint
@@ -123,7 +125,8 @@ class PretrainModule(pl.LightningModule):
         if self.global_rank != 0 or not hasattr(experiment, "add_image"):
             return
         n = min(VIEW_GRID_IMAGES, len(images))
-        rows = torch.stack([images[:n], views[:n], views[len(images):len(images) + n]], dim=1)  # (n, 3, C, H, W)
+        originals = resize_images(images[:n], views.shape[-1])  # as large as the views (--resize)
+        rows = torch.stack([originals, views[:n], views[len(images):len(images) + n]], dim=1)  # (n, 3, C, H, W)
         grid = torchvision.utils.make_grid(rows.flatten(0, 1).float().cpu(), nrow=3, pad_value=1.0)
         experiment.add_image("train/views", grid, global_step=0)
 

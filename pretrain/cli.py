@@ -60,16 +60,17 @@ def pretrain_parser(method) -> Parser:
 
 
 def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
-    """backbone, stem, in_channels and size: the --init checkpoint's (`ckpt`), or the options' and the dataset's."""
+    """backbone, stem, in_channels, size and resize: the --init checkpoint's (`ckpt`; --resize may change it), or
+    the options' and the dataset's."""
     if init is None:
-        return new_network(args.backbone, args.stem, data.num_channels, data.size)
+        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize)
     options = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
     network = options["backbone"] + (f", {options['stem']} stem" if options["stem"] else "")
     for option, given in (("backbone", args.backbone), ("stem", args.stem)):
         if given is not None and given != options[option]:
             raise UserError(f"--{option} {given} differs from the --init checkpoint's network ({network})",
                             f"leave --{option} out: the encoder's network comes from {init.name}")
-    return {**options, "size": data.size}
+    return {**options, "size": data.size, "resize": args.resize or options["resize"]}
 
 
 def pretrain(method, args, **method_options) -> Path:
@@ -95,6 +96,6 @@ def pretrain(method, args, **method_options) -> Path:
         model.load_encoder_state(submodule_state(our_state_dict(ckpt), "encoder"), f"--init {init.name}")
     check_output(method.NAME, name, args.overwrite, args.resume)
     config = {**vars(args), "method": method.NAME, "name": name, "batch_size": data.batch_size,
-              "data_file": str(data.path), **{k: model.hparams[k] for k in ("backbone", "stem", "in_channels")}}
+              "data_file": str(data.path), **{k: model.hparams[k] for k in ("backbone", "stem", "in_channels", "resize")}}
     monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
     return fit_and_save(method.NAME, name, args, model, data, monitor=monitor, mode=mode, config=config)

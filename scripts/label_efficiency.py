@@ -38,6 +38,7 @@ from common.features import FeatureDataModule, extract_features
 from common.trainer import file_md5
 from common.linear_probe import EPOCHS as PROBE_EPOCHS, SOLVERS, LogisticRegressionModule
 from downstream.logistic_regression import train as probe_train
+from downstream.logistic_regression.references import network_argv, network_tag
 from downstream.resnet import test as finetune_test, train as finetune_train
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
 from models.pixels import PIXELS
@@ -51,6 +52,7 @@ from utils import UserError, output_root, resolve_encoder, run_cli
 PROBE_SOLVER = "lbfgs"
 FINETUNE_EPOCHS = 30  # ours: the study finetuned for its own choice of epochs; 30 fit a 2-core CPU's hour
 ALL = "all"
+REFERENCES = (probe_train.RANDOM, PIXELS)  # --references
 SETTINGS_DIGEST = 6  # hex digits of a cell's settings in its run name
 OUT = Path("outputs") / "label_efficiency"  # under the output root (the repository or $MEDSIMCLR_OUTPUT_ROOT)
 
@@ -78,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help=f"labelled training images in all, drawn at random, or {ALL} (the study's count)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one draw of the labels each")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--references", nargs="*", choices=REFERENCES, default=list(REFERENCES),
+                        help="the probe's reference rows: a random-init encoder of each backbone, the raw pixels "
+                             "(default both; none with an empty list)")
     parser.add_argument("--probe-solver", choices=SOLVERS, default=PROBE_SOLVER,
                         help=f"the probe's solver (default {PROBE_SOLVER}: see PROBE_SOLVER)")
     parser.add_argument("--probe-epochs", type=positive_int, default=PROBE_EPOCHS, help="of the adamw probe")
@@ -139,10 +144,6 @@ class Encoder:
         return str(self.path) if self.path else PIXELS if self.tag == PIXELS else probe_train.RANDOM
 
 
-def network_tag(options: dict) -> str:
-    return options["backbone"] + (f"-{options['stem']}" if options["stem"] else "")
-
-
 @dataclass(frozen=True)
 class Cell:
     protocol: str
@@ -175,9 +176,10 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
         options = load_encoder(path, "--encoders", data.num_channels, data.size).backbone_options
         pretrained.append(Encoder(path.stem, path, options, file_md5(path)))
     networks = {network_tag(e.options): e.options for e in pretrained}
+    random = [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()]
     by_protocol = {
-        "probe": pretrained + [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()]
-        + [Encoder(PIXELS, None, {})],
+        "probe": pretrained + random * (probe_train.RANDOM in args.references)
+        + [Encoder(PIXELS, None, {})] * (PIXELS in args.references),
         "finetune": pretrained,
         "baseline": [Encoder(f"scratch-{tag}", None, options) for tag, options in networks.items()],
     }
@@ -203,10 +205,6 @@ class Runner:
         return ["--dataset", self.data.flag, "--size", str(self.data.size), "--data-dir", str(self.data.path.parent),
                 "--seed", str(cell.seed), *cell.budget.argv(), "--name", cell.name(self.data.flag), "--overwrite"]
 
-    def network_argv(self, encoder: Encoder) -> list[str]:
-        stem = ["--stem", encoder.options["stem"]] if encoder.options["stem"] else []
-        return ["--backbone", encoder.options["backbone"], *stem]
-
     def labelled(self, cell: Cell) -> torch.Tensor:
         """Indices of this cell's labelled training images: the stages' own draw for its budget and seed."""
         labels = self.data.splits["train"][1]
@@ -226,7 +224,8 @@ class Runner:
         them: once per encoder (per seed for a random-init one, whose weights the seed draws)."""
         key = (cell.encoder.tag, cell.seed if cell.encoder.reference == probe_train.RANDOM else None)
         if key not in self.encoded:
-            encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem)
+            encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
+                                                       args.resize)
             gpu = torch.cuda.is_available() and self.args.accelerator in ("auto", "gpu", "cuda")
             device = torch.device("cuda" if gpu else "cpu")
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
@@ -235,7 +234,7 @@ class Runner:
 
     def probe(self, cell: Cell) -> Path:
         reference = cell.encoder.reference
-        network = self.network_argv(cell.encoder) if reference == probe_train.RANDOM else []
+        network = network_argv(cell.encoder.options) if reference == probe_train.RANDOM else []
         args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network,
                                        "--solver", self.args.probe_solver, "--epochs", str(self.args.probe_epochs)])
         encoder, path, encoded = self.features(cell, args)
@@ -251,7 +250,7 @@ class Runner:
 
     def finetune(self, cell: Cell) -> Path:
         init = ["--init", str(cell.encoder.path)] if cell.protocol == "finetune" else [
-            "--init", "none", *self.network_argv(cell.encoder)]
+            "--init", "none", *network_argv(cell.encoder.options)]
         final = finetune_train.main([*self.common_argv(cell), *init, "--epochs", str(self.args.finetune_epochs)])
         finetune_test.main(["--checkpoint", str(final), "--data-dir", str(self.data.path.parent)])
         return final

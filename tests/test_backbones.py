@@ -20,7 +20,8 @@ def test_every_backbone_gives_features_of_its_width(name, stem, channels, size):
         features = backbone(torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last))
     assert features.shape == (2, backbone.feature_dim) and torch.isfinite(features).all()
     assert backbone.in_channels == channels and reads(backbone, channels, size)
-    assert backbone.backbone_options == {"backbone": name, "stem": stem, "in_channels": channels, "size": size}
+    assert backbone.backbone_options == {"backbone": name, "stem": stem, "in_channels": channels, "size": size,
+                                         "resize": None}
 
 
 def test_resnet_keys_are_torchvision_s_with_either_stem():
@@ -63,5 +64,23 @@ def test_stems_and_recorded_options():
         check_stem("resnet19", None)
     # what older checkpoints record: ours `arch`, the study's nothing: ResNet-18, ImageNet stem, RGB
     assert backbone_options({"arch": "resnet34"}) == {"backbone": "resnet34", "stem": "imagenet", "in_channels": 3,
-                                                      "size": 28}
+                                                      "size": 28, "resize": None}
     assert backbone_options({}) == build_backbone().backbone_options  # the study's ResNet-18
+
+
+@pytest.mark.parametrize("name, stem", [("resnet18", "small"), ("small_cnn", None), ("vit_tiny", None)])
+def test_resize_upsamples_on_the_device_as_torch_interpolate_then_runs_the_network(name, stem):
+    torch.manual_seed(0)
+    resized = build_backbone(name, 1, 28, stem, resize=64).eval()
+    plain = build_backbone(name, 1, 64, stem).eval()
+    plain.load_state_dict(resized.state_dict())  # the same keys: the resize is a hook, not a layer
+    images = torch.rand(3, 1, 28, 28)
+    upsampled = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(resized(images), plain(upsampled), atol=1e-5)
+        assert torch.allclose(resized(upsampled), plain(upsampled), atol=1e-5)  # already 64 px: unchanged
+    assert resized.backbone_options["resize"] == 64 and reads(resized, 1, 28)
+    rebuilt = build_backbone(**backbone_options(resized.backbone_options)).eval()  # as a checkpoint rebuilds it
+    rebuilt.load_state_dict(resized.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(images), plain(upsampled), atol=1e-5)

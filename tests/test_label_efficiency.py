@@ -83,11 +83,12 @@ def test_every_cell_runs_once_a_killed_run_finishes_only_what_is_missing_and_a_f
     assert mpimg.imread(tmp_path / "results/label_efficiency.png").ndim == 3  # a valid PNG
     # other settings are other cells, with checkpoints of their own: the AdamW probe reuses no L-BFGS row
     label_efficiency.main([*argv, "--protocols", "probe", "--labels", "5", "--seeds", "0", "--probe-solver", "adamw",
-                           "--probe-epochs", "4"])
-    assert "3 cells, 0 already in" in capsys.readouterr().out
+                           "--probe-epochs", "4", "--references", "pixels"])
+    assert "2 cells, 0 already in" in capsys.readouterr().out  # the encoder's and the raw pixels'
     rows = read_rows(tmp_path / "results/results.csv")
-    assert len(rows) == 23 and "4 epochs" in rows[-1]["settings"] and "L-BFGS" in rows[0]["settings"]
-    assert len({row["checkpoint"] for row in rows}) == 23 and all(Path(row["checkpoint"]).is_file() for row in rows)
+    assert len(rows) == 22 and "4 epochs" in rows[-1]["settings"] and "L-BFGS" in rows[0]["settings"]
+    assert [row["encoder"] for row in rows[-2:]] == ["pretrain-breastmnist", "pixels"]
+    assert len({row["checkpoint"] for row in rows}) == 22 and all(Path(row["checkpoint"]).is_file() for row in rows)
 
 
 ROWS = [{"protocol": p, "encoder": e, "labels": b, "labelled_images": n, "seed": str(s), "test_acc": str(acc),

@@ -63,6 +63,24 @@ def test_select_by_contrastive_keeps_the_studys_rule_and_the_monitor_follows_mon
     assert len(scalar_values(logs, "val/knn_auroc")) == 2  # every epoch
 
 
+def test_resize_is_recorded_and_every_stage_rebuilds_the_encoder_with_it(output_root, data_dir, capsys):
+    run = simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size",
+                             "16", "--backbone", "small_cnn", "--resize", "64"])
+    assert torch.load(run, weights_only=True)["hyper_parameters"]["resize"] == 64
+    encoder = resolve_encoder("pretrain-breastmnist", "--encoder")
+    probe = lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1", "--encoder",
+                           str(encoder), "--name", "probe-64"])
+    lr_test.main(["--checkpoint", str(probe), "--data-dir", str(data_dir), "--no-references"])
+    finetune = resnet_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1",
+                                  "--init", str(encoder), "--name", "finetune-64"])
+    assert torch.load(finetune, weights_only=True)["hyper_parameters"]["resize"] == 64
+    resnet_test.main(["--checkpoint", str(finetune), "--data-dir", str(data_dir)])
+    with pytest.raises(SystemExit) as exit_info:  # a pretrained encoder's size is the one it records
+        run_cli(resnet_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--init", str(encoder),
+                                    "--resize", "32"])
+    assert exit_info.value.code == 2 and "--init none only" in capsys.readouterr().err
+
+
 def test_existing_checkpoint_is_never_overwritten_without_flag(out, data_dir, capsys):
     final = models_dir("simclr") / "pretrain-breastmnist.ckpt"
     before = final.read_bytes()

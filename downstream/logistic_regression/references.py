@@ -31,8 +31,16 @@ def cache_file(dataset: str) -> Path:
     return models_dir("logistic_regression") / "references" / f"{dataset}.json"
 
 
-def network_tag(backbone: str, stem: str | None) -> str:
-    return backbone + (f"-{stem}" if stem else "")
+def network_tag(options: dict) -> str:
+    """A network's name in tables and run names, from its backbone options: resnet18-small-64px, small_cnn."""
+    return (options["backbone"] + (f"-{options['stem']}" if options["stem"] else "")
+            + (f"-{options['resize']}px" if options.get("resize") else ""))
+
+
+def network_argv(options: dict) -> list[str]:
+    """train.py's options that build the network of `options` from scratch."""
+    return ["--backbone", options["backbone"], *(["--stem", options["stem"]] if options["stem"] else []),
+            *(["--resize", str(options["resize"])] if options.get("resize") else [])]
 
 
 def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
@@ -44,17 +52,17 @@ def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
     return argv
 
 
-def references(options: dict, data: MedMNISTDataModule, backbone: str, stem: str | None, args,
-               log: Path) -> dict[str, dict]:
-    """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels and a random-init `backbone` (`stem`),
+def references(options: dict, data: MedMNISTDataModule, network: dict, args, log: Path) -> dict[str, dict]:
+    """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels and a random-init `network` (backbone
+    options: backbone, stem, resize),
     each probed with the head's `options` (train.py's, from its config); trained on the first call for these
     settings (their output appended to `log`), read from the cache after."""
     settings = {key: options.get(key) for key in SETTINGS}
     cache = cache_file(data.flag)
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     results = {}
-    for tag, encoder_argv in ((f"random-{network_tag(backbone, stem)}", ["--encoder", probe_train.RANDOM, "--backbone",
-                                                                      backbone, *(["--stem", stem] if stem else [])]),
+    for tag, encoder_argv in ((f"random-{network_tag(network)}", ["--encoder", probe_train.RANDOM,
+                                                                   *network_argv(network)]),
                               (PIXELS, ["--encoder", PIXELS])):
         key = json.dumps({**settings, "encoder": tag}, sort_keys=True)
         if key not in cached:
@@ -63,7 +71,7 @@ def references(options: dict, data: MedMNISTDataModule, backbone: str, stem: str
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
                 train_args = probe_train.parse_args([*reference_argv(options, data), *encoder_argv, "--name", name])
                 encoder, path = probe_train.frozen_encoder(train_args.encoder, data, train_args.seed,
-                                                           train_args.backbone, train_args.stem)
+                                                           train_args.backbone, train_args.stem, train_args.resize)
                 subset = MedMNISTDataModule(data.flag, data.size, data.path.parent, samples=train_args.samples,
                                             samples_per_class=train_args.samples_per_class, seed=train_args.seed)
                 final = probe_train.train_probe(train_args, subset.load(), encoder, path,

@@ -31,7 +31,8 @@ def main(argv=None):
     reference = args.encoder or head.hparams.encoder
     if reference is None:
         raise UserError(f"{path.name} does not record its encoder", "pass --encoder pretrain-<dataset> or a path")
-    network = (head.hparams.backbone, head.hparams.stem) if reference == RANDOM else (None, None)
+    network = ((head.hparams.backbone, head.hparams.stem, head.hparams.get("resize")) if reference == RANDOM
+               else (None, None, None))
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)
@@ -42,8 +43,7 @@ def main(argv=None):
         print(f"the same probe on the raw pixels and a random-init encoder (trained once for these settings; "
               f"output in {log}) ...", flush=True)
         options = json.loads(config.read_text())["options"]
-        network = encoder.backbone_options
-        beside = references(options, data, network["backbone"], network["stem"], args, log)
+        beside = references(options, data, encoder.backbone_options, args, log)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
                                              "encoder": str(encoder_path), "references": beside})
     if beside:

@@ -43,17 +43,17 @@ def parse_args(argv=None):
 
 
 def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
-                   stem: str | None = None):
+                   stem: str | None = None, resize: int | None = None):
     """The encoder named by --encoder (path, run name, 'random' or 'pixels'), frozen, and its path (or the
     reference's name)."""
-    if reference == PIXELS and backbone is None and stem is None:
+    if reference == PIXELS and backbone is None and stem is None and resize is None:
         return RawPixels(data.num_channels, data.size), PIXELS
     if reference == RANDOM:
-        options = new_network(backbone, stem, data.num_channels, data.size)
+        options = new_network(backbone, stem, data.num_channels, data.size, resize)
         torch.manual_seed(seed)
         return build_backbone(**options).requires_grad_(False), RANDOM
-    if backbone is not None or stem is not None:
-        raise UserError("--backbone and --stem choose the network of --encoder random only",
+    if backbone is not None or stem is not None or resize is not None:
+        raise UserError("--backbone, --stem and --resize choose the network of --encoder random only",
                         f"the network of {reference} is the one its checkpoint records")
     path = resolve_encoder(reference, "--encoder", also=("resnet",))
     encoder = load_encoder(path, "--encoder", data.num_channels, data.size)
@@ -67,7 +67,7 @@ def main(argv=None):
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed,
-                                           args.backbone, args.stem)
+                                           args.backbone, args.stem, args.resize)
     return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
 
 
@@ -84,7 +84,8 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
         dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
         encoder=str(encoder_path), encoder_md5=None if encoder_path in REFERENCES else file_md5(encoder_path),
         seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
-        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"], solver=args.solver)
+        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"],
+        resize=encoder.backbone_options.get("resize"), solver=args.solver)
     config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path),
               **encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",

@@ -31,10 +31,11 @@ class FinetuneClassifier(ClassifierModule):
         init: str | None = None,
         channels_last: bool = True,
         stage: str = "resnet",
+        resize: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = build_backbone(backbone, in_channels, size, stem)
+        self.encoder = build_backbone(backbone, in_channels, size, stem, resize)
         self.hparams.stem = self.encoder.backbone_options["stem"]
         self.head = linear_head(self.encoder.feature_dim, num_classes)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

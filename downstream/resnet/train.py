@@ -36,8 +36,8 @@ def init_checkpoint(args) -> Path | None:
     """The checkpoint named by --init (default pretrain-<dataset>), or None for --init none."""
     if (args.init or "").lower() == "none":
         return None
-    if args.backbone is not None or args.stem is not None:
-        raise UserError("--backbone and --stem choose the network of --init none only",
+    if args.backbone is not None or args.stem is not None or args.resize is not None:
+        raise UserError("--backbone, --stem and --resize choose the network of --init none only",
                         "the network of a pretrained encoder is the one its checkpoint records")
     return resolve_encoder(args.init or f"pretrain-{args.dataset}", "--init", also=("resnet",))
 
@@ -47,7 +47,7 @@ def network(args, data: MedMNISTDataModule, path: Path | None):
     if path is not None:
         encoder = load_encoder(path, "--init", data.num_channels, data.size)
         return encoder.backbone_options, encoder
-    return new_network(args.backbone, args.stem, data.num_channels, data.size), None
+    return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize), None
 
 
 def main(argv=None):
