@@ -91,10 +91,8 @@ class LogisticRegressionModule(ClassifierModule):
 
     def lbfgs_fit(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         val = self.trainer.datamodule.features["val"]
-        layer, l2, trials = lbfgs_probe.select((features, labels), val, self.head.out_features,
-                                               self.hparams.multilabel)
+        layer, l2, _ = lbfgs_probe.select((features, labels), val, self.head.out_features, self.hparams.multilabel)
         self.head.load_state_dict(layer.to(self.head.weight.device).state_dict())
-        self.lbfgs_trials = trials
         count_optimizer_step(self.trainer)
         loss = classification_loss(self(features), labels, self.hparams.multilabel).detach()
         self.log_dict({"train/loss": loss, "train/l2": l2}, on_step=False, on_epoch=True, prog_bar=True,

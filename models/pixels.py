@@ -17,7 +17,8 @@ class RawPixels(nn.Module):
     def __init__(self, in_channels: int, size: int):
         super().__init__()
         self.in_channels, self.feature_dim = in_channels, in_channels * size * size
-        self.backbone_options = {"backbone": PIXELS, "stem": None, "in_channels": in_channels, "size": size}
+        self.backbone_options = {"backbone": PIXELS, "stem": None, "in_channels": in_channels, "size": size,
+                                 "resize": None}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.flatten(1)
