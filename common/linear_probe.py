@@ -100,7 +100,8 @@ class LogisticRegressionModule(ClassifierModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.lr_schedulers().step()
+        if self.hparams.solver == "adamw":  # L-BFGS fits without the optimizer and its schedule
+            self.lr_schedulers().step()
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
