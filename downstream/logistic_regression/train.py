@@ -54,6 +54,7 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
         return build_backbone(**options).requires_grad_(False), RANDOM
     if backbone is not None or stem is not None or resize is not None:
         raise UserError("--backbone, --stem and --resize choose the network of --encoder random only",
+                        "the raw pixels have no network" if reference == PIXELS else
                         f"the network of {reference} is the one its checkpoint records")
     path = resolve_encoder(reference, "--encoder", also=("resnet",))
     encoder = load_encoder(path, "--encoder", data.num_channels, data.size)
