@@ -243,6 +243,16 @@ class MedMNISTDataModule(pl.LightningDataModule):
         self.splits = splits
         return self
 
+    def subset(self, samples: int | None, samples_per_class: int | None, seed: int) -> "MedMNISTDataModule":
+        """This data set with only the training images load() would draw for `samples` / `samples_per_class` and
+        `seed`, sharing the splits already in memory (the npz is not read again). Call it on the full data set."""
+        images, labels = self.load().splits["train"]
+        keep = select_subset(labels, samples, samples_per_class, seed, self.num_classes)
+        data = MedMNISTDataModule(self.flag, self.size, self.path.parent, self.batch_size, self.eval_batch_size,
+                                  samples, samples_per_class, seed, self.drop_last, download=False)
+        data.splits = {**self.splits, "train": (images[keep], labels[keep])}
+        return data
+
     def setup(self, stage: str | None = None) -> None:
         self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

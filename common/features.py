@@ -10,6 +10,12 @@ from common.normalize import normalize, to_unit
 FEATURE_BATCH = 1024  # images per forward pass when extracting features
 
 
+def feature_device(accelerator: str) -> torch.device:
+    """Where features are computed outside a Trainer: the GPU when --accelerator allows one and there is one."""
+    wants_gpu = accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
 @torch.inference_mode()
 def extract_features(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device,
                      batch_size: int = FEATURE_BATCH) -> torch.Tensor:

@@ -31,6 +31,16 @@ OPTIMIZERS = ("adamw", "sgd")
 SGD_MOMENTUM = 0.9  # MoCo v2, BYOL (with LARS) and lightly's benchmarks alike
 
 
+def knn_monitor_metrics(encoder: nn.Module, splits: dict, num_classes: int, multilabel: bool,
+                        device: torch.device) -> dict[str, float]:
+    """val/knn_acc, val/knn_auroc of common.knn's classifier: `encoder`'s features of the unaugmented
+    splits["train"] images (the bank, with their labels) and splits["val"] images (the queries)."""
+    (bank, bank_labels), (queries, query_labels) = splits["train"], splits["val"]
+    metrics = knn_metrics(extract_features(encoder, bank, device), bank_labels,
+                          extract_features(encoder, queries, device), query_labels, num_classes, multilabel)
+    return {"val/knn_acc": metrics["acc"], "val/knn_auroc": metrics["auroc"]}
+
+
 class PretrainModule(pl.LightningModule):
     """Batches of uint8 images -> two views each (augmented on the device) -> the method's `step`."""
 
@@ -189,11 +199,7 @@ class PretrainModule(pl.LightningModule):
         data = self.trainer.datamodule
         if not getattr(data, "splits", None):
             return {}
-        (bank, bank_labels), (queries, query_labels) = data.splits["train"], data.splits["val"]
-        metrics = knn_metrics(extract_features(self.encoder, bank, self.device), bank_labels,
-                              extract_features(self.encoder, queries, self.device), query_labels,
-                              data.num_classes, data.multilabel)
-        return {"val/knn_acc": metrics["acc"], "val/knn_auroc": metrics["auroc"]}
+        return knn_monitor_metrics(self.encoder, data.splits, data.num_classes, data.multilabel, self.device)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

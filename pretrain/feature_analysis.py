@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from common.cli import data_parser, positive_int  # noqa: E402
 from common.data import SPLITS  # noqa: E402
-from common.features import extract_features  # noqa: E402
+from common.features import extract_features, feature_device  # noqa: E402
 from common.testing import open_checkpoint  # noqa: E402
 from models.checkpoints import PRETRAINED, checkpoint_kind, encoder_from  # noqa: E402
 from utils import UserError, atomic_path, atomic_write_text, pretrain_stages, run_cli  # noqa: E402
@@ -94,11 +94,6 @@ def plot_labels(labels: torch.Tensor, class_names: list[str]) -> tuple[np.ndarra
     positive = labels > 0
     first = torch.where(positive.any(1), positive.int().argmax(1), len(class_names))
     return first.numpy().astype(int), list(class_names) + [NONE_LABEL]
-
-
-def analysis_device(accelerator: str) -> torch.device:
-    wants_gpu = accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def tsne_perplexity(requested: float, n_samples: int) -> float:
@@ -184,7 +179,7 @@ def main(argv=None):
     args = parse_args(argv)
     path, kind, encoder, data = open_encoder(args)
     images, labels = sample_split(*data.splits[args.split], args.max_samples, args.seed)
-    features = extract_features(encoder, images, analysis_device(args.accelerator)).cpu().double().numpy()
+    features = extract_features(encoder, images, feature_device(args.accelerator)).cpu().double().numpy()
     classes, names = plot_labels(labels, data.class_names)
     record, pca_points, tsne_points = analyse(features, classes, names, args)
     record.update(checkpoint=str(path), kind=kind, split_size=len(data.splits[args.split][0]))

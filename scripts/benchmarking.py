@@ -24,12 +24,11 @@ from common.augment import build_augmentation
 from common.classifier import ClassifierModule
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule, extract_features
-from common.knn import knn_metrics
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
 from models import build_backbone
 from pretrain import method_class
-from pretrain.base import PretrainModule
+from pretrain.base import PretrainModule, knn_monitor_metrics
 from pretrain.cli import MONITOR_EVERY
 from utils import seed_everything
 
@@ -371,14 +370,13 @@ def monitor(args, data: MedMNISTDataModule, device: torch.device, epoch_seconds:
     seed_everything(args.seed)
     model = method_model(args, data).to(device)
     model.to(memory_format=model.memory_format)
-    (bank, bank_labels), (queries, query_labels) = (tuple(t.to(device) for t in data.splits[s]) for s in ("train", "val"))
+    splits = {s: tuple(t.to(device) for t in data.splits[s]) for s in ("train", "val")}  # as setup() places them
 
     def step():
-        knn_metrics(extract_features(model.encoder, bank, device), bank_labels,
-                    extract_features(model.encoder, queries, device), query_labels, data.num_classes, data.multilabel)
+        knn_monitor_metrics(model.encoder, splits, data.num_classes, data.multilabel, device)
 
     seconds = throughput(timed_loop(step, 1, MONITOR_RUNS, device), 1, device)["seconds"] / MONITOR_RUNS
-    result = {"seconds": seconds, "images": len(bank) + len(queries), "every_epochs": MONITOR_EVERY}
+    result = {"seconds": seconds, "images": sum(len(x) for x, _ in splits.values()), "every_epochs": MONITOR_EVERY}
     if epoch_seconds:
         result.update(epoch_seconds=epoch_seconds, share_of_epoch=seconds / epoch_seconds,
                       share_at_default=seconds / epoch_seconds / MONITOR_EVERY)

@@ -33,14 +33,14 @@ from tqdm import tqdm
 
 from common.cli import data_parser, positive_int
 from common.data import MedMNISTDataModule, select_subset
-from common.evaluate import report, run_test
-from common.features import FeatureDataModule, extract_features
+from common.evaluate import report
+from common.features import FeatureDataModule, extract_features, feature_device
 from common.trainer import file_md5
-from common.linear_probe import EPOCHS as PROBE_EPOCHS, SOLVERS, LogisticRegressionModule
+from common.linear_probe import EPOCHS as PROBE_EPOCHS, SOLVERS
 from downstream.logistic_regression import train as probe_train
 from downstream.logistic_regression.references import network_argv, network_tag
 from downstream.resnet import test as finetune_test, train as finetune_train
-from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
+from models.checkpoints import load_encoder
 from models.pixels import PIXELS
 from scripts.benchmarking import quiet_lightning
 from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows
@@ -212,12 +212,7 @@ class Runner:
 
     def subset(self, cell: Cell) -> MedMNISTDataModule:
         """The dataset with only this cell's labelled training images."""
-        images, labels = self.data.splits["train"]
-        keep = self.labelled(cell)
-        data = MedMNISTDataModule(self.data.flag, self.data.size, self.data.path.parent, seed=cell.seed,
-                                  samples=cell.budget.samples, samples_per_class=cell.budget.per_class, download=False)
-        data.splits = {**self.data.splits, "train": (images[keep], labels[keep])}
-        return data
+        return self.data.subset(cell.budget.samples, cell.budget.per_class, cell.seed)
 
     def features(self, cell: Cell, args) -> tuple:
         """(frozen encoder, its path or 'random', features of every split), computed at the first cell that needs
@@ -226,8 +221,7 @@ class Runner:
         if key not in self.encoded:
             encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
                                                        args.resize)
-            gpu = torch.cuda.is_available() and self.args.accelerator in ("auto", "gpu", "cuda")
-            device = torch.device("cuda" if gpu else "cpu")
+            device = feature_device(self.args.accelerator)
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
                                                  for split, (x, y) in self.data.splits.items()})
         return self.encoded[key]
@@ -242,9 +236,7 @@ class Runner:
         features = FeatureDataModule(data, encoder)
         features.features = {**encoded, "train": (encoded["train"][0][keep], encoded["train"][1][keep])}
         final = probe_train.train_probe(args, data, encoder, path, features)
-        head = build_from_checkpoint(LogisticRegressionModule, read_checkpoint(final), final.name,
-                                     multilabel=data.multilabel, dataset=data.flag)
-        report(run_test(head, features, args), data.class_names, final,
+        report(probe_train.test_probe(final, data, features, args), data.class_names, final,
                {"stage": "logistic_regression", "dataset": data.flag, "encoder": str(path)})
         return final
 

@@ -66,6 +66,17 @@ def test_samples_gives_n_random_images_seeded(data_dir):
     assert len(a.splits["val"][0]) == SPLIT_SIZES["bloodmnist"][1]  # only train is subsampled
 
 
+def test_subset_of_a_loaded_set_is_the_draw_load_makes_without_reading_the_file_again(data_dir):
+    full = MedMNISTDataModule("breastmnist", data_dir=data_dir).load()
+    for samples, per_class, seed in ((None, 3, 1), (7, None, 2), (None, None, 0)):
+        drawn = MedMNISTDataModule("breastmnist", data_dir=data_dir, samples=samples, samples_per_class=per_class,
+                                   seed=seed).load()
+        subset = full.subset(samples, per_class, seed)
+        assert all(torch.equal(a, b) for a, b in zip(subset.splits["train"], drawn.splits["train"]))
+        assert subset.splits["test"][0] is full.splits["test"][0]  # shared, not read again
+        assert (subset.samples, subset.samples_per_class, subset.seed) == (samples, per_class, seed)
+
+
 def test_subset_errors_name_the_problem():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
     with pytest.raises(UserError, match="class 2 has only 1"):

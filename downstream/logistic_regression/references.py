@@ -13,12 +13,9 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from common.evaluate import run_test
-from common.features import FeatureDataModule
-from common.linear_probe import LogisticRegressionModule
 from common.data import MedMNISTDataModule
+from common.features import FeatureDataModule
 from downstream.logistic_regression import train as probe_train
-from models.checkpoints import build_from_checkpoint, read_checkpoint
 from models.pixels import PIXELS
 from utils import atomic_write_text, models_dir
 
@@ -67,18 +64,14 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
         key = json.dumps({**settings, "encoder": tag}, sort_keys=True)
         if key not in cached:
             name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
-            log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
                 train_args = probe_train.parse_args([*reference_argv(options, data), *encoder_argv, "--name", name])
                 encoder, path = probe_train.frozen_encoder(train_args.encoder, data, train_args.seed,
                                                            train_args.backbone, train_args.stem, train_args.resize)
-                subset = MedMNISTDataModule(data.flag, data.size, data.path.parent, samples=train_args.samples,
-                                            samples_per_class=train_args.samples_per_class, seed=train_args.seed)
-                final = probe_train.train_probe(train_args, subset.load(), encoder, path,
-                                                FeatureDataModule(subset, encoder))
-                head = build_from_checkpoint(LogisticRegressionModule, read_checkpoint(final), final.name,
-                                             multilabel=data.multilabel, dataset=data.flag)
-                metrics = run_test(head, FeatureDataModule(data, encoder, splits=("test",)), args)
+                subset = data.subset(train_args.samples, train_args.samples_per_class, train_args.seed)
+                features = FeatureDataModule(subset, encoder)  # every split, the test one included, encoded once
+                final = probe_train.train_probe(train_args, subset, encoder, path, features)
+                metrics = probe_train.test_probe(final, subset, features, args)
             cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final)}
             atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
         results[tag] = cached[key]

@@ -13,10 +13,11 @@ from common import linear_probe
 from common.cli import (add_backbone_options, add_samples_per_class, check_subset_options, new_network, subset_suffix,
                         train_parser)
 from common.data import MedMNISTDataModule
+from common.evaluate import run_test
 from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
-from models.checkpoints import load_encoder
+from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
 from models.pixels import PIXELS, RawPixels
 from utils import UserError, resolve_encoder, run_cli, seed_everything
 
@@ -91,6 +92,14 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
               **encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
                         config=config)
+
+
+def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, args) -> dict:
+    """The head saved as `final`, on the test split of `features` (computed already when it was trained):
+    common.evaluate.run_test's results."""
+    head = build_from_checkpoint(linear_probe.LogisticRegressionModule, read_checkpoint(final), final.name,
+                                 multilabel=data.multilabel, dataset=data.flag)
+    return run_test(head, features, args)
 
 
 if __name__ == "__main__":
