@@ -2,7 +2,8 @@
 
 ``Augmentation(name, size)(x, generator)`` turns a float batch (N, C, H, W) in [0, 1]
 (C = 1 or 3) into one random view per image, with independent parameters per image
-drawn from ``generator``. The pure ops live in ``common.augment_ops``.
+drawn from ``generator``; the 3D sequence (common.augment3d) does the same for volumes
+(N, 1, D, H, W). The pure ops live in ``common.augment_ops`` and ``common.augment3d_ops``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Callable
 
 import torch
 
+from .augment3d import SEQUENCES_3D, STEPS_3D
 from .augment_ops import (color_jitter, equalize_luma, gaussian_blur, grayscale, hflip,
                           resized_crop, sharpness)
+from .sampling import Generator, bernoulli, uniform
 
 # Parameters of the study "Evaluating SimCLR for Medical Image Classification".
 FLIP_P = 0.5
@@ -36,23 +39,20 @@ SEQUENCES = {
     "novel": ("flip", "crop", "jitter_weak", "grey", "blur", "equalize", "sharpness"),
     "greyscale": ("flip", "crop", "blur", "equalize", "sharpness"),
 }
-AUGMENTATIONS = tuple(SEQUENCES)  # ("natural", "simple", "novel", "greyscale")
+AUGMENTATIONS = tuple(SEQUENCES)  # ("natural", "simple", "novel", "greyscale"): for images
+AUGMENTATIONS_3D = tuple(SEQUENCES_3D)  # ("volume",): for volumes
+ALL_AUGMENTATIONS = AUGMENTATIONS + AUGMENTATIONS_3D
 
-Generator = torch.Generator | None
+
+def default_augmentation(dims: int) -> str:
+    """--aug when not given: the study's `novel` for images, `volume` for volumes."""
+    return AUGMENTATIONS_3D[0] if dims == 3 else "novel"
+
+
+def augmentation_dims(name: str) -> int:
+    return 3 if name in SEQUENCES_3D else 2
 
 # ----------------------------------------------------------------- sampling
-
-
-def uniform(n: int, low: float, high: float, generator: Generator = None,
-            device: torch.device | str | None = None) -> torch.Tensor:
-    """(n,) float32 uniform in [low, high)."""
-    return low + (high - low) * torch.rand(n, generator=generator, device=device)
-
-
-def bernoulli(n: int, p: float, generator: Generator = None,
-              device: torch.device | str | None = None) -> torch.Tensor:
-    """(n,) bool, True with probability p."""
-    return torch.rand(n, generator=generator, device=device) < p
 
 
 def sample_resized_crop(n: int, height: int, width: int, generator: Generator = None,
@@ -141,22 +141,27 @@ STEPS: dict[str, Callable] = {
     "jitter_strong": partial(_jitter, strength=JITTER_STRONG),
     "jitter_weak": partial(_jitter, strength=JITTER_WEAK),
     "equalize": _equalize, "sharpness": _sharpness,
+    **STEPS_3D,
 }
 
 
 class Augmentation(torch.nn.Module):
-    """One of the study's sequences; forward(x, generator) -> one view per image."""
+    """One of the study's sequences (or the 3D one); forward(x, generator) -> one view per image."""
 
     def __init__(self, name: str, size: int):
         super().__init__()
-        if name not in SEQUENCES:
-            raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
-        self.name, self.size = name, int(size)
-        self.steps = SEQUENCES[name]
+        sequences = {**SEQUENCES, **SEQUENCES_3D}
+        if name not in sequences:
+            raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(ALL_AUGMENTATIONS)}")
+        self.name, self.size, self.dims = name, int(size), augmentation_dims(name)
+        self.steps = sequences[name]
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x (N, C, H, W) float in [0, 1] -> (N, C, size, size), same dtype and device."""
+        """x (N, C, H, W) float in [0, 1] -> (N, C, size, size), same dtype and device; for a 3D sequence
+        x (N, C, D, H, W) -> (N, C, size, size, size)."""
+        if x.dim() != 2 + self.dims:
+            raise ValueError(f"augmentation {self.name!r} takes {2 + self.dims}-d batches, got shape {tuple(x.shape)}")
         for step in self.steps:
             x = STEPS[step](x, generator, self.size)
         return x.clamp(0.0, 1.0)  # blur/crop can overshoot 1 by float rounding

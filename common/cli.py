@@ -28,8 +28,10 @@ def positive_int(text: str) -> int:
 def data_parser(description: str) -> Parser:
     """Options naming the data: dataset flag, image size, folder, seed, hardware."""
     parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="MedMNIST 2D flag, e.g. bloodmnist, breastmnist")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image size: 28, 64, 128 or 224")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help="MedMNIST flag, e.g. bloodmnist, breastmnist, or a 3D one: adrenalmnist3d, organmnist3d")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                        help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side)")
     parser.add_argument("--data-dir", default=None, help="folder with the MedMNIST npz files (default ~/.medmnist)")
     parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch and the augmentation")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
@@ -83,20 +85,27 @@ def subset_suffix(args: argparse.Namespace) -> str:
     return ""
 
 
+def size_suffix(size: int) -> str:
+    """Default run names carry the image size when it is not MedMNIST's original 28 (pretrain-<flag>-64), so runs
+    of one data set at two sizes keep apart, and each stage finds the encoder of its own size."""
+    return "" if size == DEFAULT_SIZE else f"-{size}"
+
+
 def devices_value(text: str):
     return int(text) if text.isdigit() else text
 
 
 def add_backbone_options(parser: Parser, when: str) -> None:
     """--backbone and --stem: the network built from scratch (`when` says when that is)."""
-    from models.backbones import BACKBONES, DEFAULT_BACKBONE
+    from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
     from models.resnet import STEMS
 
     parser.add_argument("--backbone", default=None, choices=list(BACKBONES),
-                        help=f"encoder network {when} (default {DEFAULT_BACKBONE})")
+                        help=f"encoder network {when} (default {DEFAULT_BACKBONE}; {DEFAULT_BACKBONE_3D} on 3D data sets)")
     parser.add_argument("--stem", default=None, choices=list(STEMS),
                         help=f"ResNet stem {when}: imagenet (7x7 stride 2 + max-pool, the study's; the default) or "
-                             "small (3x3 stride 1, no max-pool: for 28-64 px images, several times the compute)")
+                             "small (3x3 stride 1, no max-pool: for 28-64 px images, several times the compute); "
+                             "3D ResNets: the same in 3D")
     parser.add_argument("--resize", type=positive_int, default=None,
                         help=f"upsample every image to N px on the device before the network {when} (e.g. 28 -> 64, "
                              "bilinear; --size picks the stored resolution instead)")
@@ -112,11 +121,17 @@ def checked_stem(backbone: str, stem: str | None) -> str | None:
         raise UserError(f"--stem {stem}: {err}", "leave --stem out for this backbone") from None
 
 
-def new_network(backbone: str | None, stem: str | None, channels: int, size: int, resize: int | None = None) -> dict:
-    """The build_backbone options of a network built from scratch: --backbone (default the study's), --stem
-    and --resize, the dataset's channels and image size."""
-    from models.backbones import DEFAULT_BACKBONE
+def new_network(backbone: str | None, stem: str | None, channels: int, size: int, resize: int | None = None,
+                dims: int = 2) -> dict:
+    """The build_backbone options of a network built from scratch: --backbone (default the study's ResNet-18, or
+    its 3D twin for volumes, `dims` 3), --stem and --resize, the dataset's channels and image size."""
+    from models.backbones import BACKBONES, default_backbone
 
-    backbone = backbone or DEFAULT_BACKBONE
+    backbone = backbone or default_backbone(dims)
+    if BACKBONES[backbone].dims != dims:
+        kind = {2: "2D images", 3: "3D volumes"}
+        fitting = [name for name, entry in BACKBONES.items() if entry.dims == dims]
+        raise UserError(f"--backbone {backbone} reads {kind[BACKBONES[backbone].dims]} but the data set holds {kind[dims]}",
+                        f"choose one of {', '.join(fitting)}")
     return {"backbone": backbone, "stem": checked_stem(backbone, stem), "in_channels": channels, "size": size,
             "resize": resize}

@@ -1,7 +1,8 @@
 """One MedMNIST LightningDataModule for every stage.
 
 The npz file is obtained through the `medmnist` package (downloaded when missing), its three splits
-are loaded once into memory as uint8 tensors (N, C, H, W), and batches are sliced from memory:
+are loaded once into memory as uint8 tensors, (N, C, H, W) images or (N, 1, D, H, W) volumes for the 3D
+flags (organmnist3d, adrenalmnist3d, ...), and batches are sliced from memory:
 no per-image Python, no worker processes. Augmentation happens later, batched, on the device
 (`on_after_batch_transfer` of the LightningModule).
 """
@@ -19,21 +20,25 @@ import torch
 
 from utils import UserError
 
-SIZES = (28, 64, 128, 224)
-FLAGS_2D = tuple(flag for flag in medmnist.INFO if not flag.endswith("3d"))
+SIZES = (28, 64, 128, 224)  # the sizes MedMNIST+ ships for 2D flags
+SIZES_3D = (28, 64)  # and for 3D flags (28^3, 64^3 voxels)
+FLAGS_3D = tuple(flag for flag in medmnist.INFO if flag.endswith("3d"))
 SPLITS = ("train", "val", "test")
 DEFAULT_DATA_DIR = Path(medmnist.info.DEFAULT_ROOT)
 
 
 def dataset_info(flag: str) -> dict:
-    """medmnist.INFO[flag] for a 2D flag; a UserError naming the closest flag otherwise."""
-    if flag in FLAGS_2D:
-        return medmnist.INFO[flag]
-    close = difflib.get_close_matches(flag, FLAGS_2D, n=1)
-    hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(FLAGS_2D)}"
+    """medmnist.INFO[flag] for a MedMNIST flag (2D or 3D); a UserError naming the closest flag otherwise."""
     if flag in medmnist.INFO:
-        hint = f"3D datasets are not supported; choose one of {', '.join(FLAGS_2D)}"
+        return medmnist.INFO[flag]
+    close = difflib.get_close_matches(flag, list(medmnist.INFO), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(medmnist.INFO)}"
     raise UserError(f"unknown dataset '{flag}'", hint)
+
+
+def spatial_dims(flag: str) -> int:
+    """2 for image flags, 3 for volume flags (MedMNIST names them <organ>mnist3d)."""
+    return 3 if flag in FLAGS_3D else 2
 
 
 def is_multilabel(info: dict) -> bool:
@@ -41,8 +46,10 @@ def is_multilabel(info: dict) -> bool:
 
 
 def npz_path(flag: str, size: int, data_dir: Path) -> Path:
-    if size not in SIZES:
-        raise UserError(f"unsupported size {size}", f"choose one of {', '.join(map(str, SIZES))}")
+    sizes, what = (SIZES_3D, "3D data sets") if spatial_dims(flag) == 3 else (SIZES, "2D data sets")
+    if size not in sizes:
+        unit = " voxels per side" if spatial_dims(flag) == 3 else " px"
+        raise UserError(f"unsupported size {size} for {flag}", f"{what} come in {', '.join(map(str, sizes))}{unit}")
     return Path(data_dir) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
 
 
@@ -76,28 +83,28 @@ def ensure_downloaded(flag: str, size: int, data_dir: Path) -> Path:
     return path
 
 
-def load_splits(path: Path, info: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Read all three splits once: images uint8 (N, C, H, W), labels int64 (N,) or float (N, L)."""
+def load_splits(path: Path, info: dict, dims: int = 2) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Read all three splits once: images uint8 (N, C, H, W) (volumes, dims 3: (N, 1, D, H, W)), labels int64
+    (N,) or float (N, L)."""
     try:
         with np.load(path) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise UserError(f"{path} is not a readable npz file ({err})", "delete it and download it again")
-    return {split: _split_tensors(arrays, split, path, info) for split in SPLITS}
+    return {split: _split_tensors(arrays, split, path, info, dims) for split in SPLITS}
 
 
-def _split_tensors(arrays: dict, split: str, path: Path, info: dict):
+def _split_tensors(arrays: dict, split: str, path: Path, info: dict, dims: int):
     images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
     if images is None or labels is None:
         raise UserError(f"{path} has no {split}_images/{split}_labels", "it is not a MedMNIST npz file")
     channels, n_labels = info["n_channels"], len(info["label"]) if is_multilabel(info) else 1
-    grey_ok = images.ndim == 3 and channels == 1
-    rgb_ok = images.ndim == 4 and images.shape[-1] == channels == 3
-    if not (grey_ok or rgb_ok) or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
-        raise UserError(
-            f"{path}: {split}_images has shape {images.shape} {images.dtype}",
-            f"expected uint8 N x H x W{' x 3' if channels == 3 else ''} square images",
-        )
+    grey_ok = images.ndim == 1 + dims and channels == 1  # MedMNIST stores grey images and volumes without a channel axis
+    rgb_ok = dims == 2 and images.ndim == 4 and images.shape[-1] == channels == 3
+    cube = len(set(images.shape[1:1 + dims])) == 1 if images.ndim > dims else False
+    if not (grey_ok or rgb_ok) or not cube or images.dtype != np.uint8:
+        expected = "N x D x H x W cubic volumes" if dims == 3 else f"N x H x W{' x 3' if channels == 3 else ''} square images"
+        raise UserError(f"{path}: {split}_images has shape {images.shape} {images.dtype}", f"expected uint8 {expected}")
     if labels.shape != (len(images), n_labels):
         raise UserError(
             f"{path}: {split}_labels has shape {labels.shape}", f"expected ({len(images)}, {n_labels})"
@@ -105,6 +112,17 @@ def _split_tensors(arrays: dict, split: str, path: Path, info: dict):
     image_tensor = torch.from_numpy(images).unsqueeze(1) if grey_ok else torch.from_numpy(images).permute(0, 3, 1, 2)
     label_tensor = torch.from_numpy(labels.astype(np.float32 if n_labels > 1 else np.int64))
     return image_tensor.contiguous(), label_tensor if n_labels > 1 else label_tensor[:, 0]
+
+
+EVAL_VOXELS = 1024 * 64 * 64  # pixels (voxels) per batch of a pass without gradients: 1,024 images up to 64 px
+
+
+def eval_batch(images: torch.Tensor, cap: int) -> int:
+    """Images per batch of a pass without gradients (validation, test, features): `cap`, fewer for large images
+    (256 at 128 px, 83 at 224 px, 191 volumes at 28^3, 16 at 64^3), so that the network's activations stay within
+    a few GB whatever the size."""
+    per_image = images[0, 0].numel() if len(images) else 1
+    return max(1, min(cap, EVAL_VOXELS // per_image))
 
 
 def select_subset(labels: torch.Tensor, samples: int | None, per_class: int | None, seed: int,
@@ -179,7 +197,8 @@ class InMemoryLoader:
 
 
 class MedMNISTDataModule(pl.LightningDataModule):
-    """A MedMNIST 2D dataset held in memory. Channels, classes and task type come from medmnist.INFO."""
+    """A MedMNIST data set (2D, or 3D volumes) held in memory. Channels, classes, task type and whether it
+    holds volumes come from the flag and medmnist.INFO."""
 
     def __init__(
         self,
@@ -212,6 +231,11 @@ class MedMNISTDataModule(pl.LightningDataModule):
         return is_multilabel(self.info)
 
     @property
+    def dims(self) -> int:
+        """Spatial dimensions of the images: 2, or 3 for volumes (N, 1, D, H, W)."""
+        return spatial_dims(self.flag)
+
+    @property
     def num_channels(self) -> int:
         return self.info["n_channels"]
 
@@ -236,7 +260,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
             self.prepare_data()
         if not self.path.is_file():
             raise UserError(f"{self.path} does not exist", "check --data-dir or allow the download")
-        splits = load_splits(self.path, self.info)
+        splits = load_splits(self.path, self.info, self.dims)
         images, labels = splits["train"]
         keep = select_subset(labels, self.samples, self.samples_per_class, self.seed, self.num_classes)
         splits["train"] = (images[keep], labels[keep])
@@ -270,10 +294,11 @@ class MedMNISTDataModule(pl.LightningDataModule):
         return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> InMemoryLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False, drop_last=False)
+        return self._loader("val", eval_batch(self.splits["val"][0], self.eval_batch_size), shuffle=False, drop_last=False)
 
     def test_dataloader(self) -> InMemoryLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False, drop_last=False)
+        return self._loader("test", eval_batch(self.splits["test"][0], self.eval_batch_size), shuffle=False,
+                            drop_last=False)
 
     def num_train(self) -> int:
         return len(self.splits["train"][0])

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from common.data import SPLITS, EpochShuffler, InMemoryLoader, MedMNISTDataModule
+from common.data import SPLITS, EpochShuffler, InMemoryLoader, MedMNISTDataModule, eval_batch
+from common.layout import channels_last
 from common.normalize import normalize, to_unit
 
-FEATURE_BATCH = 1024  # images per forward pass when extracting features
+FEATURE_BATCH = 1024  # images per forward pass when extracting features (fewer for large images: data.eval_batch)
 
 
 def feature_device(accelerator: str) -> torch.device:
@@ -19,12 +20,13 @@ def feature_device(accelerator: str) -> torch.device:
 @torch.inference_mode()
 def extract_features(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device,
                      batch_size: int = FEATURE_BATCH) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> features (N, D) on `device`. Leaves the encoder in eval mode."""
+    """uint8 images (N, C, H, W) or volumes (N, C, D, H, W) -> features (N, F) on `device`. Leaves the encoder
+    in eval mode."""
     encoder.eval().to(device)
-    chunks = []
+    batch_size, chunks = eval_batch(images, batch_size), []
     for start in range(0, len(images), batch_size):
         x = normalize(to_unit(images[start:start + batch_size].to(device)))
-        chunks.append(encoder(x.contiguous(memory_format=torch.channels_last)).float())
+        chunks.append(encoder(channels_last(x)).float())
     return torch.cat(chunks) if chunks else torch.empty(0, getattr(encoder, "feature_dim", 0), device=device)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
+
+
+def peak_rss_mb() -> float | None:
+    """The largest resident memory this process has had, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    """Peak memory of the run so far: the process's resident memory and, on CUDA, the memory torch allocated."""
+    cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"peak_rss_mb": peak_rss_mb(), "peak_cuda_allocated_mb": cuda}
 
 
 def final_checkpoint(stage: str, name: str) -> Path:
@@ -119,10 +136,14 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
     if trainer.global_rank == 0:
         with atomic_path(final) as tmp:
             shutil.copyfile(source, tmp)
-        write_config(final.with_suffix(".config.json"), record, trainer, source)
+        memory = peak_memory(trainer.strategy.root_device)
+        write_config(final.with_suffix(".config.json"), {**record, **memory}, trainer, source)
         score = callback.best_model_score if callback else None
         best = f" ({callback.monitor} = {float(score):.4f})" if score is not None else " (the last epoch's)"
-        print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}")
+        used = ", ".join(f"{what} {mb / 1024:.1f} GiB" for what, mb in
+                         (("RAM", memory["peak_rss_mb"]), ("GPU", memory["peak_cuda_allocated_mb"])) if mb is not None)
+        print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}"
+              + (f"\n  peak memory: {used}" if used else ""))
     return final
 
 

@@ -2,8 +2,9 @@
 
     backbone = build_backbone("resnet18", in_channels=1, size=28, stem="small")
 
-A backbone maps normalised images (N, C, H, W) to features (N, backbone.feature_dim) and has
-`in_channels`. Adding one is one entry in BACKBONES: a function (in_channels, size, stem) -> module.
+A backbone maps normalised images (N, C, H, W), or volumes (N, C, D, H, W) for a 3D backbone (`dims=3`), to
+features (N, backbone.feature_dim) and has `in_channels`. Adding one is one entry in BACKBONES: a function
+(in_channels, size, stem) -> module.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from models.resize import InputResize
 from models.resnet import STEMS, ResNetEncoder
+from models.resnet3d import STEMS_3D, ResNet3DEncoder
 from models.small_cnn import SmallCNN
 from models.stem import accepts
 from models.vit import ConvStemViT
@@ -26,6 +28,7 @@ class Backbone:
     stems: tuple[str, ...] = ()  # the --stem choices, the first the default; () when it has one stem only
     fixed_size: bool = False  # position embeddings: only the image size it was built for
     about: str = ""
+    dims: int = 2  # spatial dimensions of its input: 2 (images) or 3 (volumes)
 
 
 def _resnet(depth: str) -> Backbone:
@@ -38,6 +41,12 @@ def _vit(size: str) -> Backbone:
                     about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's")
 
 
+def _resnet3d(depth: str) -> Backbone:
+    return Backbone(lambda in_channels, size, stem: ResNet3DEncoder(depth, in_channels, stem), tuple(STEMS_3D), dims=3,
+                    about=f"torchvision's 3D ResNet ({depth[:-3]}, 3x3x3 convolutions), isotropic ImageNet-like stem "
+                          "(7^3 stride 2 + max-pool) or small stem (3^3 stride 1)")
+
+
 BACKBONES: dict[str, Backbone] = {
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
@@ -45,8 +54,24 @@ BACKBONES: dict[str, Backbone] = {
     "small_cnn": Backbone(lambda in_channels, size, stem: SmallCNN(in_channels), about="4 conv-BN-ReLU blocks, 256 features"),
     "vit_tiny": _vit("tiny"),
     "vit_small": _vit("small"),
+    "resnet18_3d": _resnet3d("resnet18_3d"),
+    "resnet50_3d": _resnet3d("resnet50_3d"),
+    "small_cnn_3d": Backbone(lambda in_channels, size, stem: SmallCNN(in_channels, dims=3), dims=3,
+                             about="the small CNN with 3x3x3 convolutions, 256 features"),
 }
 DEFAULT_BACKBONE = "resnet18"  # the study's
+DEFAULT_BACKBONE_3D = "resnet18_3d"  # MedMNIST v2's 3D baseline is a ResNet-18
+
+
+def default_backbone(dims: int = 2) -> str:
+    """The backbone a new run builds when --backbone is not given, for images (2) or volumes (3)."""
+    return DEFAULT_BACKBONE_3D if dims == 3 else DEFAULT_BACKBONE
+
+
+def backbone_dims(module: nn.Module) -> int:
+    """2 or 3: the spatial dimensions a network built by build_backbone (or raw pixels) reads."""
+    name = module.backbone_options["backbone"]
+    return BACKBONES[name].dims if name in BACKBONES else module.backbone_options.get("dims", 2)
 
 
 def default_stem(name: str) -> str | None:
@@ -90,16 +115,19 @@ def backbone_options(hparams: dict) -> dict:
             "resize": hparams.get("resize")}
 
 
-def reads(backbone: nn.Module, channels: int, size: int) -> bool:
-    """Whether `backbone` can encode images of `channels` channels and `size` pixels."""
+def reads(backbone: nn.Module, channels: int, size: int, dims: int = 2) -> bool:
+    """Whether `backbone` can encode `dims`-dimensional images of `channels` channels and `size` pixels."""
     options = backbone.backbone_options
     fixed = BACKBONES[options["backbone"]].fixed_size and not options.get("resize")  # a resized one reads any size
-    return accepts(backbone.in_channels, channels) and (not fixed or options["size"] == size)
+    return (backbone_dims(backbone) == dims and accepts(backbone.in_channels, channels)
+            and (not fixed or options["size"] == size))
 
 
-def require_reads(backbone: nn.Module, channels: int, size: int, what: str, fix: str) -> None:
+def require_reads(backbone: nn.Module, channels: int, size: int, what: str, fix: str, dims: int = 2) -> None:
     """A UserError naming `what` (the checkpoint) unless `backbone` reads such images."""
-    if not reads(backbone, channels, size):
-        options = backbone.backbone_options
-        raise UserError(f"{what} takes {options['in_channels']}-channel images of {options['size']} px "
-                        f"({options['backbone']}) but the dataset has {channels} channels at {size} px", fix)
+    if not reads(backbone, channels, size, dims):
+        options, mine = backbone.backbone_options, backbone_dims(backbone)
+        kind, unit = {2: "images", 3: "volumes"}, {2: "px", 3: "voxels"}
+        raise UserError(f"{what} takes {options['in_channels']}-channel {kind[mine]} of {options['size']} {unit[mine]} "
+                        f"({options['backbone']}) but the dataset has {channels}-channel {kind[dims]} of {size} "
+                        f"{unit[dims]}", fix)

@@ -147,16 +147,16 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str,
     module.load_state_dict({**kept, **state})
 
 
-def load_encoder(path: Path, option: str, channels: int, size: int) -> nn.Module:
+def load_encoder(path: Path, option: str, channels: int, size: int, dims: int = 2) -> nn.Module:
     """The encoder of any pretraining method's or a finetuned checkpoint (ours or the study's), built by
     the backbone registry from the options it records.
 
-    `channels`, `size`: those of the dataset it will see; an encoder that cannot read them is refused.
+    `channels`, `size`, `dims`: those of the dataset it will see; an encoder that cannot read them is refused.
     """
-    return encoder_from(read_checkpoint(path), path, option, channels, size)
+    return encoder_from(read_checkpoint(path), path, option, channels, size, dims)
 
 
-def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int) -> nn.Module:
+def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int, dims: int = 2) -> nn.Module:
     """load_encoder for a checkpoint already read."""
     expect_kind(ckpt, path, (PRETRAINED, "resnet"), option)
     try:
@@ -165,7 +165,7 @@ def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int) 
         raise UserError(f"{option} {path.name}: {err}", "it was written by another version of this framework")
     load_weights(encoder, submodule_state(our_state_dict(ckpt), "encoder"), f"{option} {path.name}")
     require_reads(encoder, channels, size, f"{option} {path.name}",
-                  "use an encoder pretrained on images with the same channels (and size, for a ViT)")
+                  "use an encoder pretrained on the same kind of data (2D or 3D, channels, and size for a ViT)", dims)
     return encoder
 
 

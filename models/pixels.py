@@ -12,13 +12,13 @@ PIXELS = "pixels"  # --encoder pixels
 
 
 class RawPixels(nn.Module):
-    """Normalised images (N, C, H, W) -> their pixels (N, C * H * W)."""
+    """Normalised images (N, C, H, W) (volumes: (N, C, D, H, W), dims 3) -> their pixels (N, C * H * W (* D))."""
 
-    def __init__(self, in_channels: int, size: int):
+    def __init__(self, in_channels: int, size: int, dims: int = 2):
         super().__init__()
-        self.in_channels, self.feature_dim = in_channels, in_channels * size * size
+        self.in_channels, self.feature_dim = in_channels, in_channels * size ** dims
         self.backbone_options = {"backbone": PIXELS, "stem": None, "in_channels": in_channels, "size": size,
-                                 "resize": None}
+                                 "resize": None, "dims": dims}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.flatten(1)

@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODE = "bilinear"  # as torchvision's Resize on tensors; upsampling needs no antialiasing
+MODES = {2: "bilinear", 3: "trilinear"}  # as torchvision's Resize on tensors; upsampling needs no antialiasing
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, size, size) by bilinear interpolation (align_corners=False); unchanged at that size."""
-    if images.shape[-2:] == (size, size):
+    """(N, C, H, W) -> (N, C, size, size) by bilinear interpolation (align_corners=False), volumes (N, C, D, H, W)
+    -> (N, C, size, size, size) by trilinear; unchanged at that size."""
+    dims = images.dim() - 2
+    if images.shape[2:] == (size,) * dims:
         return images
-    return F.interpolate(images, size=(size, size), mode=MODE, align_corners=False)
+    return F.interpolate(images, size=(size,) * dims, mode=MODES[dims], align_corners=False)
 
 
 class InputResize:

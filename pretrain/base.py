@@ -6,8 +6,8 @@ resumed run continues the same random stream), the optimiser and cosine schedule
 across devices, and the metadata a checkpoint records (method, backbone, stem, channels, size, dataset).
 
 A method subclasses it, sets its name and defaults as class attributes, builds its heads in `__init__`,
-and implements `step(views, split) -> (loss, metrics)` on the views (2N, C, H, W): rows i and N + i are
-the two views of image i.
+and implements `step(views, split) -> (loss, metrics)` on the views (2N, C, H, W), or (2N, C, D, H, W) for
+volumes: rows i and N + i are the two views of image i.
 """
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from torch import nn
 from common.augment import build_augmentation
 from common.features import extract_features
 from common.knn import knn_metrics
+from common.layout import memory_format
 from common.normalize import normalize, to_unit
-from models.backbones import DEFAULT_BACKBONE, build_backbone
+from common.slices import mid_slices
+from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
 from models.checkpoints import load_weights
 from models.resize import resize_images
 
@@ -85,7 +87,7 @@ class PretrainModule(pl.LightningModule):
         if self.hparams.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         self.augment = build_augmentation(aug, resize or size)  # the crop resizes each view to the network's size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format(backbone_dims(self.encoder), channels_last)
         self.generators: dict[str, torch.Generator] = {}
         self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint
         self.epoch_sums: dict[str, tuple] = {}  # split -> (metric names, sums weighted by images, images)
@@ -130,13 +132,15 @@ class PretrainModule(pl.LightningModule):
         return normalize(views).contiguous(memory_format=self.memory_format), labels
 
     def log_views(self, images: torch.Tensor, views: torch.Tensor) -> None:
-        """TensorBoard image `train/views`: the first batch's images, each beside its two views."""
+        """TensorBoard image `train/views`: the first batch's images, each beside its two views (volumes: their
+        three mid-slices)."""
         experiment = getattr(self.logger, "experiment", None)
         if self.global_rank != 0 or not hasattr(experiment, "add_image"):
             return
         n = min(VIEW_GRID_IMAGES, len(images))
         originals = resize_images(images[:n], views.shape[-1])  # as large as the views (--resize)
-        rows = torch.stack([originals, views[:n], views[len(images):len(images) + n]], dim=1)  # (n, 3, C, H, W)
+        pictures = [mid_slices(x) for x in (originals, views[:n], views[len(images):len(images) + n])]  # volumes: slices
+        rows = torch.stack(pictures, dim=1)  # (n, 3, C, H, W)
         grid = torchvision.utils.make_grid(rows.flatten(0, 1).float().cpu(), nrow=3, pad_value=1.0)
         experiment.add_image("train/views", grid, global_step=0)
 

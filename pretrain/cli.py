@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.augment import AUGMENTATIONS
-from common.cli import Parser, add_backbone_options, new_network, train_parser
+from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims, default_augmentation
+from common.cli import Parser, add_backbone_options, new_network, size_suffix, train_parser
 from common.data import MedMNISTDataModule
 from common.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
@@ -22,7 +22,6 @@ MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation i
 #                    under 10% of the training time (scripts/benchmark.py measures it)
 SELECT_BY = ("knn", "contrastive")
 EPOCHS = 100  # ours: the study left it to the command line
-AUG = "novel"  # the study's proposed sequence
 
 
 def positive_float(text: str) -> float:
@@ -45,7 +44,9 @@ def pretrain_parser(method) -> Parser:
         ("--monitor-every", "--val-every"), MONITOR_EVERY, "validate every N epochs: the method's metrics and the "
         "online kNN monitor (val/knn_acc, val/knn_auroc; labels serve the monitor only)"))
     parser.set_defaults(batch_size=None)
-    parser.add_argument("--aug", default=AUG, choices=AUGMENTATIONS, help="augmentation sequence")
+    parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS,
+                        help=f"augmentation sequence: for images {', '.join(AUGMENTATIONS)} (default novel, the study's "
+                             f"proposal), for volumes {', '.join(AUGMENTATIONS_3D)} (the default)")
     add_backbone_options(parser, "without --init")
     parser.add_argument("--optimizer", default=method.OPTIMIZER, choices=OPTIMIZERS)
     scaled = f" x batch / {method.LR_BATCH}" if method.LR_BATCH else ""
@@ -59,11 +60,22 @@ def pretrain_parser(method) -> Parser:
     return parser
 
 
+def checked_augmentation(aug: str | None, data: MedMNISTDataModule) -> str:
+    """--aug, or the default sequence for the data set's images or volumes; a sequence of the other kind is an error."""
+    if aug is None:
+        return default_augmentation(data.dims)
+    if augmentation_dims(aug) != data.dims:
+        kind, fitting = ("volumes", AUGMENTATIONS_3D) if data.dims == 3 else ("images", AUGMENTATIONS)
+        raise UserError(f"--aug {aug} is a {augmentation_dims(aug)}D sequence but {data.flag} holds {kind}",
+                        f"use --aug {' or '.join(fitting)}")
+    return aug
+
+
 def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
     """backbone, stem, in_channels, size and resize: the --init checkpoint's (`ckpt`; --resize may change it), or
     the options' and the dataset's."""
     if init is None:
-        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize)
+        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize, data.dims)
     options = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
     network = options["backbone"] + (f", {options['stem']} stem" if options["stem"] else "")
     for option, given in (("backbone", args.backbone), ("stem", args.stem)):
@@ -75,7 +87,7 @@ def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dic
 
 def pretrain(method, args, **method_options) -> Path:
     """Pretrain `method` (a PretrainModule subclass) as `args` say; returns the saved `<name>.ckpt`."""
-    name = args.name or f"{method.RUN_PREFIX}-{args.dataset}"
+    name = args.name or f"{method.RUN_PREFIX}-{args.dataset}{size_suffix(args.size)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
                               seed=args.seed, drop_last=True).load()
     n_train = data.num_train()
@@ -83,6 +95,7 @@ def pretrain(method, args, **method_options) -> Path:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
     data.batch_size = args.batch_size or min(BATCH_SIZE, n_train)
+    args.aug = checked_augmentation(args.aug, data)
     init = resolve_encoder(args.init, "--init", also=("resnet",)) if args.init else None
     ckpt = read_checkpoint(init) if init else None
     if ckpt is not None:

@@ -74,7 +74,7 @@ def parse_args(argv=None):
 def open_encoder(args):
     """(path, kind, encoder, data) for --checkpoint; --dataset defaults to the one it records."""
     path, ckpt, data = open_checkpoint(args, pretrain_stages() + ["resnet"], KINDS)
-    encoder = encoder_from(ckpt, path, "--checkpoint", data.num_channels, data.size)
+    encoder = encoder_from(ckpt, path, "--checkpoint", data.num_channels, data.size, data.dims)
     return path, checkpoint_kind(ckpt), encoder, data
 
 

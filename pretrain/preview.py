@@ -1,10 +1,12 @@
 """Preview an augmentation: a PNG grid with one row per image, the original then its random views.
 
 Every pretraining method uses the same augmentation; `--checkpoint` shows the views a run was trained on.
+Volumes (3D data sets) are shown as their three mid-slices side by side.
 
     python pretrain/preview.py --dataset bloodmnist --aug novel
     python pretrain/preview.py --dataset breastmnist --aug greyscale --n-views 6 --out views.png
     python pretrain/preview.py --checkpoint moco-breastmnist        # its dataset, size and augmentation
+    python pretrain/preview.py --dataset adrenalmnist3d --aug volume
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common.augment import AUGMENTATIONS, SEQUENCES, build_augmentation  # noqa: E402
+from common.augment import ALL_AUGMENTATIONS, build_augmentation  # noqa: E402
 from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, data_parser, positive_int  # noqa: E402
 from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
 from common.normalize import to_unit  # noqa: E402
+from common.slices import mid_slices  # noqa: E402
 from models.checkpoints import PRETRAINED, expect_kind, read_checkpoint  # noqa: E402
+from pretrain.cli import checked_augmentation  # noqa: E402
 from utils import PRETRAIN_FOLDER, UserError, atomic_path, output_root, resolve_encoder, run_cli  # noqa: E402
 
 N_IMAGES = 8
@@ -41,7 +45,7 @@ PREVIEWS = PRETRAIN_FOLDER / "previews"  # under the output root, beside the met
 def parse_args(argv=None):
     parser = data_parser("Preview an augmentation sequence on a few images of a MedMNIST dataset.")
     parser.set_defaults(dataset=None, size=None)
-    parser.add_argument("--aug", default=None, choices=AUGMENTATIONS, help="augmentation sequence")
+    parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS, help="augmentation sequence")
     parser.add_argument("--checkpoint", default=None,
                         help="a pretraining run (any method; path or run name): its dataset, size and --aug "
                              "are the defaults")
@@ -74,11 +78,13 @@ def pick_images(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
 
 
 def make_views(images: torch.Tensor, aug: str, size: int, n_views: int, seed: int) -> list[torch.Tensor]:
-    """uint8 (N, C, H, W) -> [originals, view 1, ..., view n] as floats in [0, 1]."""
+    """uint8 (N, C, H, W) -> [originals, view 1, ..., view n] as floats in [0, 1]; volumes (N, C, D, H, W) -> their
+    three mid-slices (N, C, H, 3 W)."""
     augmentation = build_augmentation(aug, size)
     generator = torch.Generator().manual_seed(seed)
     originals = to_unit(images)
-    return [originals] + [augmentation(originals.clone(), generator) for _ in range(n_views)]
+    views = [originals] + [augmentation(originals.clone(), generator) for _ in range(n_views)]
+    return [mid_slices(x) for x in views]
 
 
 def label_text(label: torch.Tensor, class_names: list[str]) -> str:
@@ -89,9 +95,9 @@ def label_text(label: torch.Tensor, class_names: list[str]) -> str:
     return ("+".join(positives) or "none")[:LABEL_CHARS]
 
 
-def figure_size(rows: int, cols: int) -> tuple[float, float]:
-    """(width, height) in inches of a grid of rows x cols images with a title above."""
-    return max(cols * CELL_INCHES, MIN_WIDTH_INCHES), rows * CELL_INCHES + TITLE_INCHES
+def figure_size(rows: int, cols: int, aspect: float = 1.0) -> tuple[float, float]:
+    """(width, height) in inches of a grid of rows x cols images (width / height `aspect`) with a title above."""
+    return max(cols * CELL_INCHES * aspect, MIN_WIDTH_INCHES), rows * CELL_INCHES + TITLE_INCHES
 
 
 def draw(ax, image: torch.Tensor) -> None:
@@ -107,7 +113,7 @@ def draw(ax, image: torch.Tensor) -> None:
 def plot_grid(columns: list[torch.Tensor], row_labels: list[str], title: str):
     """A figure with one row per image and one column per entry of `columns` (originals first)."""
     rows, cols = len(row_labels), len(columns)
-    width, height = figure_size(rows, cols)
+    width, height = figure_size(rows, cols, columns[0].shape[-1] / columns[0].shape[-2])
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), dpi=DPI, squeeze=False)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.01, top=1 - TITLE_INCHES / height,
                         wspace=0.05, hspace=0.05)
@@ -133,9 +139,10 @@ def main(argv=None):
     args = parse_args(argv)
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
     images, labels = pick_images(*data.splits[args.split], args.n_images, args.seed)
+    augmentation = build_augmentation(checked_augmentation(args.aug, data), args.size)
     columns = make_views(images, args.aug, args.size, args.n_views, args.seed)
-    title = (f"{data.flag} ({args.split}, {args.size} px): augmentation '{args.aug}'\n"
-             f"{' > '.join(SEQUENCES[args.aug])}")
+    what = f"{args.size} voxels, mid-slices across D, H, W" if data.dims == 3 else f"{args.size} px"
+    title = f"{data.flag} ({args.split}, {what}): augmentation '{args.aug}'\n{' > '.join(augmentation.steps)}"
     fig = plot_grid(columns, [label_text(label, data.class_names) for label in labels], title)
     out = Path(args.out).expanduser() if args.out else output_root() / PREVIEWS / f"preview-{data.flag}-{args.aug}.png"
     write_png(fig, out)

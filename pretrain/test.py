@@ -28,7 +28,7 @@ def main(argv=None):
     method = method_class(checkpoint_kind(ckpt))
     model = build_from_checkpoint(method, ckpt, f"--checkpoint {path.name}")
     require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
-                  "pass the --dataset and --size it was trained on")
+                  "pass the --dataset and --size it was trained on", data.dims)
     trainer = test_trainer(args)
     own = {k.split("/")[1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
     print(f"test {method.TITLE}: " + ", ".join(f"{k} {v:.4f}" for k, v in own.items()))

@@ -4,6 +4,7 @@
     python scripts/benchmark.py                                   # pneumoniamnist, 28 px, batch 256
     python scripts/benchmark.py --accelerator cuda --precision bf16-mixed --json bench.json
     python scripts/benchmark.py --synthetic --skip logreg         # random images of the real split sizes
+    python scripts/benchmark.py --dataset adrenalmnist3d --batch-size 64 --skip logreg   # 3D: ResNet-18 3D, 28^3
 
 Sections (each can be skipped with --skip):
   compute   the method's training step on views already augmented, normalised and on the device:
@@ -35,12 +36,12 @@ from pathlib import Path
 import torch
 
 from scripts import benchmarking as bench
-from common.augment import AUGMENTATIONS
-from common.cli import Parser, checked_stem, positive_int
-from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path
+from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims, default_augmentation
+from common.cli import Parser, new_network, positive_int
+from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
 from common.synthetic import write_synthetic
-from common.trainer import check_precision
-from models.backbones import BACKBONES, DEFAULT_BACKBONE
+from common.trainer import check_precision, peak_rss_mb
+from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
 from models.resnet import STEMS
 from pretrain import METHODS
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
@@ -61,16 +62,18 @@ def non_negative_int(text: str) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST 2D flag")
-    parser.add_argument("--size", type=int, default=28, choices=SIZES, help="image size")
+    parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST flag (2D, or 3D: adrenalmnist3d, ...)")
+    parser.add_argument("--size", type=int, default=28, choices=SIZES, help="image size (3D: 28 or 64 voxels per side)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with the MedMNIST npz files")
     parser.add_argument("--synthetic", action="store_true",
                         help="use random images of the real split sizes even if the npz file exists")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images per step (2 views each)")
     parser.add_argument("--method", default="simclr", choices=list(METHODS), help="pretraining method")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONES), help="encoder network")
+    parser.add_argument("--backbone", default=None, choices=list(BACKBONES),
+                        help=f"encoder network (default {DEFAULT_BACKBONE}; {DEFAULT_BACKBONE_3D} on 3D data sets)")
     parser.add_argument("--stem", default=None, choices=list(STEMS), help="ResNet stem (default imagenet)")
-    parser.add_argument("--aug", default="novel", choices=AUGMENTATIONS, help="sequence of the pretraining path")
+    parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS,
+                        help="sequence of the pretraining path (default novel; volume on 3D data sets)")
     parser.add_argument("--steps", type=positive_int, default=STEPS, help="timed steps per measurement")
     parser.add_argument("--warmup", type=non_negative_int, default=WARMUP, help="untimed steps before them")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
@@ -86,7 +89,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
     args = parser.parse_args(argv)
-    args.stem = checked_stem(args.backbone, args.stem)
+    dims = spatial_dims(args.dataset)
+    network = new_network(args.backbone, args.stem, 1, args.size, dims=dims)  # its checks: a 2D network on volumes, ...
+    args.backbone, args.stem, args.aug = network["backbone"], network["stem"], args.aug or default_augmentation(dims)
+    if augmentation_dims(args.aug) != dims:
+        raise UserError(f"--aug {args.aug} is for {'volumes' if dims == 2 else 'images'}",
+                        f"use --aug {' or '.join(AUGMENTATIONS_3D if dims == 3 else AUGMENTATIONS)}")
     return args
 
 
@@ -158,11 +166,12 @@ def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch
         results["pretrain"]["epoch_seconds"] = results["pretrain"]["steps_per_epoch"] * results["pretrain"]["step_ms"] / 1000
     epoch = results.get("pretrain", {}).get("epoch_seconds")
     section("monitor", "2b kNN monitor", lambda: bench.monitor(args, data, device, epoch))
-    section("augment", "3 augmentation", lambda: bench.augmentation(args, images, AUGMENTATIONS, device))
+    sequences = AUGMENTATIONS_3D if data.dims == 3 else AUGMENTATIONS
+    section("augment", "3 augmentation", lambda: bench.augmentation(args, images, sequences, device))
     section("logreg", "4 logistic regression", lambda: bench.logistic_regression(args, fresh_copy(data), accelerator,
                                                                                   device))
     if "memory" not in args.skip:
-        results["memory"] = {"peak_rss_mb": bench.peak_rss_mb()}
+        results["memory"] = {"peak_rss_mb": peak_rss_mb()}
         if device.type == "cuda":
             results["memory"]["cuda_peak_mb"] = max(cuda_peaks.values(), default=bench.cuda_peak_mb(device))
             results["memory"]["cuda_peak_mb_by_section"] = cuda_peaks
@@ -266,7 +275,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
 def format_table(results: dict) -> str:
     s, m = results["settings"], results["machine"]
     network = s["backbone"] + (f" ({s['stem']} stem)" if s["stem"] else "")
-    title = (f"{s['method']} benchmark: {s['dataset']} {s['size']}px{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
+    size = f"{s['size']}^3 voxels" if spatial_dims(s["dataset"]) == 3 else f"{s['size']}px"
+    title = (f"{s['method']} benchmark: {s['dataset']} {size}{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
              f"batch {s['batch_size']} ({s['views_per_step']} views), {network}, aug {s['aug']}, {s['precision']}, "
              f"{'channels-last' if s['channels_last'] else 'contiguous'}{', compiled' if s['compile'] else ''}, "
              f"warm-up {s['warmup']} + {s['steps']} steps\n"

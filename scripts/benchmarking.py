@@ -11,7 +11,6 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +23,7 @@ from common.augment import build_augmentation
 from common.classifier import ClassifierModule
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule, extract_features
+from common.layout import memory_format
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
 from models import build_backbone
@@ -81,15 +81,6 @@ def quiet_lightning():
             lg.setLevel(level)
 
 
-def peak_rss_mb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -135,7 +126,8 @@ class TrainingStep:
     def __init__(self, args, model: PretrainModule, optimizer: torch.optim.Optimizer, channels: int):
         device = model.device
         generator = torch.Generator(device=device).manual_seed(args.seed)
-        views = torch.rand(2 * args.batch_size, channels, args.size, args.size, generator=generator, device=device)
+        shape = (2 * args.batch_size, channels, *(args.size,) * (model.augment.dims))  # images, or volumes (3D)
+        views = torch.rand(shape, generator=generator, device=device)
         self.views = normalize(views).contiguous(memory_format=model.memory_format)
         self.model, self.optimizer, self.device = model, optimizer, device
         self.dtype = AUTOCAST_DTYPES.get(args.precision)
@@ -235,7 +227,7 @@ def pretrain_path(args, data: MedMNISTDataModule, accelerator: str, interleave: 
 def augmentation(args, images: torch.Tensor, names, device: torch.device) -> dict:
     """What PretrainModule.on_after_batch_transfer does to a batch: uint8 -> 2 views -> normalised."""
     images = images.to(device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    fmt = memory_format(images.dim() - 2, args.channels_last)
     results = {}
     for name in names:
         augment = build_augmentation(name, args.size).to(device)
@@ -244,7 +236,7 @@ def augmentation(args, images: torch.Tensor, names, device: torch.device) -> dic
         def step():
             x = to_unit(images)
             views = torch.cat([augment(x, generator), augment(x, generator)])
-            normalize(views).contiguous(memory_format=memory_format)
+            normalize(views).contiguous(memory_format=fmt)
 
         result = throughput(timed_loop(step, args.warmup, args.steps, device), 2 * len(images), device)
         result["views_per_s"] = result.pop("per_s")

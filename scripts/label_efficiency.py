@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.cli import data_parser, positive_int
+from common.cli import data_parser, positive_int, size_suffix
 from common.data import MedMNISTDataModule, select_subset
 from common.evaluate import report
 from common.features import FeatureDataModule, extract_features, feature_device
@@ -72,7 +72,7 @@ def budget_value(text: str) -> int | str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.")
     parser.add_argument("--encoders", nargs="+", default=None,
-                        help="pretrained encoders (run names or paths, any method); default pretrain-<dataset>")
+                        help="pretrained encoders (run names or paths, any method); default pretrain-<dataset> (-<size> when not 28)")
     budgets = parser.add_mutually_exclusive_group()
     budgets.add_argument("--labels", nargs="+", type=budget_value, default=None,
                          help=f"labelled training images per class, or {ALL} (default 10 50 {ALL})")
@@ -171,9 +171,9 @@ def row_key(row: dict) -> tuple[str, str, str, str, str]:
 def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
     """Every cell, encoders resolved (each is loaded once here to check it reads the dataset)."""
     pretrained = []
-    for reference in args.encoders or [f"pretrain-{args.dataset}"]:
+    for reference in args.encoders or [f"pretrain-{args.dataset}{size_suffix(args.size)}"]:
         path = resolve_encoder(reference, "--encoders", also=("resnet",))
-        options = load_encoder(path, "--encoders", data.num_channels, data.size).backbone_options
+        options = load_encoder(path, "--encoders", data.num_channels, data.size, data.dims).backbone_options
         pretrained.append(Encoder(path.stem, path, options, file_md5(path)))
     networks = {network_tag(e.options): e.options for e in pretrained}
     random = [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()]

@@ -41,3 +41,30 @@ def write_stripes(folder: Path, flag: str = "breastmnist", splits: tuple = (256,
     path = folder / f"{flag}.npz"
     np.savez_compressed(path, **arrays)
     return path
+
+
+def write_textures_3d(folder: Path, flag: str = "adrenalmnist3d", splits: tuple = (128, 32, 64), seed: int = 0,
+                      size: int = SIZE) -> Path:
+    """Volumes whose class is the direction of faint stripes: 0 along one of the three axes, 1 along a diagonal of
+    one of the three planes, under a random brightness and contrast that dominate the voxels. The class survives
+    every 3D augmentation (flips and quarter turns map axes to axes and diagonals to diagonals, crops rescale,
+    intensity and blur keep the stripes), the brightness does not; both classes have the same voxel statistics."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.mgrid[0:size, 0:size, 0:size]).astype(np.float32)  # (3, S, S, S)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), splits):
+        labels = np.arange(n) % 2
+        rng.shuffle(labels)
+        volumes = np.empty((n, size, size, size), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            a, b = rng.choice(3, 2, replace=False)
+            coordinate = grid[a] if label == 0 else (grid[a] + rng.choice((-1, 1)) * grid[b]) / np.sqrt(2)
+            stripes = 0.5 + 0.5 * np.sin(2 * np.pi * coordinate / rng.uniform(3, 6) + rng.uniform(0, 2 * np.pi))
+            brightness, contrast = rng.uniform(0.05, 0.6), rng.uniform(0.15, 0.4)
+            volume = brightness + contrast * stripes + rng.normal(0, 0.05, stripes.shape)
+            volumes[i] = (np.clip(volume, 0, 1) * 255).astype(np.uint8)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = volumes, labels[:, None].astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"{flag}.npz" if size == SIZE else f"{flag}_{size}.npz")
+    np.savez_compressed(path, **arrays)
+    return path

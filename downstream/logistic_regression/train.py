@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from common import linear_probe
-from common.cli import (add_backbone_options, add_samples_per_class, check_subset_options, new_network, subset_suffix,
-                        train_parser)
+from common.cli import (add_backbone_options, add_samples_per_class, check_subset_options, new_network, size_suffix,
+                        subset_suffix, train_parser)
 from common.data import MedMNISTDataModule
 from common.evaluate import run_test
 from common.features import FeatureDataModule
@@ -32,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint of any pretraining method (or a finetuned one), path or run name, "
                              f"'{RANDOM}' for a randomly initialised --backbone, or '{PIXELS}' for the raw pixels; "
-                             "default pretrain-<dataset>")
+                             "default pretrain-<dataset> (-<size> when not 28)")
     add_backbone_options(parser, "with --encoder random")
     parser.add_argument("--solver", choices=linear_probe.SOLVERS, default="adamw",
                         help="adamw: the study's head, minibatch AdamW for --epochs; lbfgs: the transfer protocol of "
@@ -48,9 +48,9 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
     """The encoder named by --encoder (path, run name, 'random' or 'pixels'), frozen, and its path (or the
     reference's name)."""
     if reference == PIXELS and backbone is None and stem is None and resize is None:
-        return RawPixels(data.num_channels, data.size), PIXELS
+        return RawPixels(data.num_channels, data.size, data.dims), PIXELS
     if reference == RANDOM:
-        options = new_network(backbone, stem, data.num_channels, data.size, resize)
+        options = new_network(backbone, stem, data.num_channels, data.size, resize, data.dims)
         torch.manual_seed(seed)
         return build_backbone(**options).requires_grad_(False), RANDOM
     if backbone is not None or stem is not None or resize is not None:
@@ -58,7 +58,7 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
                         "the raw pixels have no network" if reference == PIXELS else
                         f"the network of {reference} is the one its checkpoint records")
     path = resolve_encoder(reference, "--encoder", also=("resnet",))
-    encoder = load_encoder(path, "--encoder", data.num_channels, data.size)
+    encoder = load_encoder(path, "--encoder", data.num_channels, data.size, data.dims)
     return encoder.requires_grad_(False), path
 
 
@@ -68,7 +68,7 @@ def main(argv=None):
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
-    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}", data, args.seed,
+    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data, args.seed,
                                            args.backbone, args.stem, args.resize)
     return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
 
@@ -76,7 +76,7 @@ def main(argv=None):
 def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features: FeatureDataModule) -> Path:
     """Train the head on `features` (of `data`'s splits through the frozen `encoder`: computed in its setup, or
     handed in already computed) and save it as `<name>.ckpt`, as every run of this stage."""
-    name = args.name or f"downstream-{args.dataset}{subset_suffix(args)}"
+    name = args.name or f"downstream-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
     check_output("logistic_regression", name, args.overwrite, args.resume)
     if args.solver == "lbfgs":
         args.epochs = 1  # the whole fit, every strength of the grid, is one epoch

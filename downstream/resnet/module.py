@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from common.classifier import ClassifierModule
+from common.layout import memory_format
 from common.normalize import normalize, to_unit
 from models import build_backbone, linear_head
-from models.backbones import DEFAULT_BACKBONE
+from models.backbones import DEFAULT_BACKBONE, backbone_dims
 
 LR = 1e-3  # the study's Adam learning rate (REFERENCE.md, "Downstream")
 
@@ -38,7 +39,7 @@ class FinetuneClassifier(ClassifierModule):
         self.encoder = build_backbone(backbone, in_channels, size, stem, resize)
         self.hparams.stem = self.encoder.backbone_options["stem"]
         self.head = linear_head(self.encoder.feature_dim, num_classes)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format(backbone_dims(self.encoder), channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))

@@ -21,7 +21,7 @@ def main(argv=None):
                                   multilabel=data.multilabel, dataset=data.flag)
     check_classes(model, data, path)
     require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
-                  "pass the --dataset and --size it was trained on")
+                  "pass the --dataset and --size it was trained on", data.dims)
     results = run_test(model, data, args)
     report(results, data.class_names, path, {"stage": "resnet", "dataset": data.flag, "init": model.hparams.init})
 
