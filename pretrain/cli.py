@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims, default_augmentation
 from common.cli import Parser, add_backbone_options, new_network, size_suffix, train_parser
-from common.data import MedMNISTDataModule
+from common.data import MedMNISTDataModule, spatial_dims
 from common.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
@@ -60,13 +60,15 @@ def pretrain_parser(method) -> Parser:
     return parser
 
 
-def checked_augmentation(aug: str | None, data: MedMNISTDataModule) -> str:
-    """--aug, or the default sequence for the data set's images or volumes; a sequence of the other kind is an error."""
+def checked_augmentation(aug: str | None, flag: str) -> str:
+    """--aug, or the default sequence for the images or volumes of data set `flag`; a sequence of the other kind is
+    an error."""
+    dims = spatial_dims(flag)
     if aug is None:
-        return default_augmentation(data.dims)
-    if augmentation_dims(aug) != data.dims:
-        kind, fitting = ("volumes", AUGMENTATIONS_3D) if data.dims == 3 else ("images", AUGMENTATIONS)
-        raise UserError(f"--aug {aug} is a {augmentation_dims(aug)}D sequence but {data.flag} holds {kind}",
+        return default_augmentation(dims)
+    if augmentation_dims(aug) != dims:
+        kind, fitting = ("volumes", AUGMENTATIONS_3D) if dims == 3 else ("images", AUGMENTATIONS)
+        raise UserError(f"--aug {aug} is a {augmentation_dims(aug)}D sequence but {flag} holds {kind}",
                         f"use --aug {' or '.join(fitting)}")
     return aug
 
@@ -95,7 +97,7 @@ def pretrain(method, args, **method_options) -> Path:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
     data.batch_size = args.batch_size or min(BATCH_SIZE, n_train)
-    args.aug = checked_augmentation(args.aug, data)
+    args.aug = checked_augmentation(args.aug, data.flag)
     init = resolve_encoder(args.init, "--init", also=("resnet",)) if args.init else None
     ckpt = read_checkpoint(init) if init else None
     if ckpt is not None:

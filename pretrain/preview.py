@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common.augment import ALL_AUGMENTATIONS, build_augmentation  # noqa: E402
+from common.augment import ALL_AUGMENTATIONS, Augmentation, build_augmentation  # noqa: E402
 from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, data_parser, positive_int  # noqa: E402
 from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
 from common.normalize import to_unit  # noqa: E402
@@ -77,10 +77,9 @@ def pick_images(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
     return images[order], labels[order]
 
 
-def make_views(images: torch.Tensor, aug: str, size: int, n_views: int, seed: int) -> list[torch.Tensor]:
+def make_views(images: torch.Tensor, augmentation: Augmentation, n_views: int, seed: int) -> list[torch.Tensor]:
     """uint8 (N, C, H, W) -> [originals, view 1, ..., view n] as floats in [0, 1]; volumes (N, C, D, H, W) -> their
     three mid-slices (N, C, H, 3 W)."""
-    augmentation = build_augmentation(aug, size)
     generator = torch.Generator().manual_seed(seed)
     originals = to_unit(images)
     views = [originals] + [augmentation(originals.clone(), generator) for _ in range(n_views)]
@@ -139,8 +138,8 @@ def main(argv=None):
     args = parse_args(argv)
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
     images, labels = pick_images(*data.splits[args.split], args.n_images, args.seed)
-    augmentation = build_augmentation(checked_augmentation(args.aug, data), args.size)
-    columns = make_views(images, args.aug, args.size, args.n_views, args.seed)
+    augmentation = build_augmentation(checked_augmentation(args.aug, data.flag), args.size)
+    columns = make_views(images, augmentation, args.n_views, args.seed)
     what = f"{args.size} voxels, mid-slices across D, H, W" if data.dims == 3 else f"{args.size} px"
     title = f"{data.flag} ({args.split}, {what}): augmentation '{args.aug}'\n{' > '.join(augmentation.steps)}"
     fig = plot_grid(columns, [label_text(label, data.class_names) for label in labels], title)

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from scripts import benchmarking as bench
-from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims, default_augmentation
+from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
 from common.cli import Parser, new_network, positive_int
 from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
 from common.synthetic import write_synthetic
@@ -44,6 +44,7 @@ from common.trainer import check_precision, peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
 from models.resnet import STEMS
 from pretrain import METHODS
+from pretrain.cli import checked_augmentation
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
 
 SECTIONS = ("compute", "pretrain", "monitor", "augment", "logreg", "memory")
@@ -91,10 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     dims = spatial_dims(args.dataset)
     network = new_network(args.backbone, args.stem, 1, args.size, dims=dims)  # its checks: a 2D network on volumes, ...
-    args.backbone, args.stem, args.aug = network["backbone"], network["stem"], args.aug or default_augmentation(dims)
-    if augmentation_dims(args.aug) != dims:
-        raise UserError(f"--aug {args.aug} is for {'volumes' if dims == 2 else 'images'}",
-                        f"use --aug {' or '.join(AUGMENTATIONS_3D if dims == 3 else AUGMENTATIONS)}")
+    args.backbone, args.stem = network["backbone"], network["stem"]
+    args.aug = checked_augmentation(args.aug, args.dataset)  # the default sequence for images or volumes
     return args
 
 
