@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.data import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
 DEFAULT_SIZE = 28  # MedMNIST's original image size
@@ -33,9 +34,15 @@ def data_parser(description: str) -> Parser:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side)")
     parser.add_argument("--data-dir", default=None, help="folder with the MedMNIST npz files (default ~/.medmnist)")
+    parser.add_argument("--data-storage", default="auto", choices=STORAGES,
+                        help="memory: read the npz into RAM; mmap: decode it once into an uncompressed cache beside it "
+                             "and memory-map that (for sets larger than RAM); auto: mmap above "
+                             f"{IN_MEMORY_BYTES / 2**30:.0f} GiB of images")
     parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch and the augmentation")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
-    parser.add_argument("--devices", default="auto", help="number of devices, or auto")
+    parser.add_argument("--devices", default="auto", help="devices per node (GPUs, or CPU processes), or auto")
+    parser.add_argument("--num-nodes", type=positive_int, default=1,
+                        help="machines of a multi-node run (SLURM, torchrun): --devices on each")
     parser.add_argument("--precision", default="32-true",
                         help="32-true, 16-mixed or bf16-mixed (bf16 only on hardware that supports it)")
     return parser

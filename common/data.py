@@ -18,12 +18,17 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from common import prefetch
+from common.cache import images_nbytes, open_cache
 from utils import UserError
 
 SIZES = (28, 64, 128, 224)  # the sizes MedMNIST+ ships for 2D flags
 SIZES_3D = (28, 64)  # and for 3D flags (28^3, 64^3 voxels)
 FLAGS_3D = tuple(flag for flag in medmnist.INFO if flag.endswith("3d"))
 SPLITS = ("train", "val", "test")
+STORAGES = ("auto", "memory", "mmap")
+IN_MEMORY_BYTES = 2 << 30  # ours: larger sets (uncompressed images) are memory-mapped from a cache (common/cache.py)
+GPU_DATA_SHARE = 0.5  # ours: a set stays on the GPU only if it takes at most half of its free memory
 DEFAULT_DATA_DIR = Path(medmnist.info.DEFAULT_ROOT)
 
 
@@ -94,24 +99,36 @@ def load_splits(path: Path, info: dict, dims: int = 2) -> dict[str, tuple[torch.
     return {split: _split_tensors(arrays, split, path, info, dims) for split in SPLITS}
 
 
+def check_split(path: Path, info: dict, dims: int, split: str, shape: tuple, dtype, labels: np.ndarray) -> bool:
+    """Refuse a split whose images (`shape`, `dtype`) or `labels` are not MedMNIST's for this flag; returns whether
+    the images are RGB (stored channel-last: N x H x W x 3)."""
+    channels, n_labels = info["n_channels"], len(info["label"]) if is_multilabel(info) else 1
+    ndim = len(shape)
+    grey_ok = ndim == 1 + dims and channels == 1  # MedMNIST stores grey images and volumes without a channel axis
+    rgb_ok = dims == 2 and ndim == 4 and shape[-1] == channels == 3
+    cube = len(set(shape[1:1 + dims])) == 1 if ndim > dims else False
+    if not (grey_ok or rgb_ok) or not cube or np.dtype(dtype) != np.uint8:
+        expected = "N x D x H x W cubic volumes" if dims == 3 else f"N x H x W{' x 3' if channels == 3 else ''} square images"
+        raise UserError(f"{path}: {split}_images has shape {tuple(shape)} {np.dtype(dtype)}", f"expected uint8 {expected}")
+    if labels.shape != (shape[0], n_labels):
+        raise UserError(f"{path}: {split}_labels has shape {labels.shape}", f"expected ({shape[0]}, {n_labels})")
+    return not grey_ok
+
+
+def label_tensor(labels: np.ndarray, info: dict) -> torch.Tensor:
+    """int64 (N,) class indices, or float (N, L) for multi-label data sets."""
+    if is_multilabel(info):
+        return torch.from_numpy(labels.astype(np.float32))
+    return torch.from_numpy(labels.astype(np.int64))[:, 0]
+
+
 def _split_tensors(arrays: dict, split: str, path: Path, info: dict, dims: int):
     images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
     if images is None or labels is None:
         raise UserError(f"{path} has no {split}_images/{split}_labels", "it is not a MedMNIST npz file")
-    channels, n_labels = info["n_channels"], len(info["label"]) if is_multilabel(info) else 1
-    grey_ok = images.ndim == 1 + dims and channels == 1  # MedMNIST stores grey images and volumes without a channel axis
-    rgb_ok = dims == 2 and images.ndim == 4 and images.shape[-1] == channels == 3
-    cube = len(set(images.shape[1:1 + dims])) == 1 if images.ndim > dims else False
-    if not (grey_ok or rgb_ok) or not cube or images.dtype != np.uint8:
-        expected = "N x D x H x W cubic volumes" if dims == 3 else f"N x H x W{' x 3' if channels == 3 else ''} square images"
-        raise UserError(f"{path}: {split}_images has shape {images.shape} {images.dtype}", f"expected uint8 {expected}")
-    if labels.shape != (len(images), n_labels):
-        raise UserError(
-            f"{path}: {split}_labels has shape {labels.shape}", f"expected ({len(images)}, {n_labels})"
-        )
-    image_tensor = torch.from_numpy(images).unsqueeze(1) if grey_ok else torch.from_numpy(images).permute(0, 3, 1, 2)
-    label_tensor = torch.from_numpy(labels.astype(np.float32 if n_labels > 1 else np.int64))
-    return image_tensor.contiguous(), label_tensor if n_labels > 1 else label_tensor[:, 0]
+    rgb = check_split(path, info, dims, split, images.shape, images.dtype, labels)
+    image_tensor = torch.from_numpy(images).permute(0, 3, 1, 2) if rgb else torch.from_numpy(images).unsqueeze(1)
+    return image_tensor.contiguous(), label_tensor(labels, info)
 
 
 EVAL_VOXELS = 1024 * 64 * 64  # pixels (voxels) per batch of a pass without gradients: 1,024 images up to 64 px
@@ -123,6 +140,24 @@ def eval_batch(images: torch.Tensor, cap: int) -> int:
     a few GB whatever the size."""
     per_image = images[0, 0].numel() if len(images) else 1
     return max(1, min(cap, EVAL_VOXELS // per_image))
+
+
+def fits_on_device(nbytes: int, free: int) -> bool:
+    """Whether a data set of `nbytes` may live on a GPU with `free` bytes free, leaving room for the model."""
+    return nbytes <= GPU_DATA_SHARE * free
+
+
+def to_device(images: torch.Tensor, device: torch.device, mapped=None) -> torch.Tensor:
+    """`images` copied to `device`; from a memory mapping (common.cache.MappedImages) piece by piece, releasing the
+    pages read after each piece, so that the copy never holds the whole set in this process's memory."""
+    if mapped is None:
+        return images.to(device)
+    out = torch.empty(images.shape, dtype=images.dtype, device=device)
+    step = max(1, (256 << 20) // max(1, images[0].numel() if len(images) else 1))  # 256 MB at a time
+    for start in range(0, len(images), step):
+        out[start:start + step].copy_(images[start:start + step])
+        mapped.release()
+    return out
 
 
 def select_subset(labels: torch.Tensor, samples: int | None, per_class: int | None, seed: int,
@@ -178,22 +213,37 @@ class EpochShuffler:
 
 
 class InMemoryLoader:
-    """Batches (images, labels) sliced from in-memory tensors; an iterable Lightning accepts as a loader."""
+    """Batches (images, labels) sliced from tensors held in memory, or read from a memory-mapped cache; an iterable
+    Lightning accepts as a loader.
+
+    With `prefetch`, batches are gathered one ahead on a background thread (common.prefetch) and, given a CUDA
+    `device`, copied there from pinned memory without blocking; `mapped` (common.cache.MappedImages of `images`)
+    reads each batch's images from the cache's file."""
 
     batch_sampler = None  # Lightning inspects `sampler`/`batch_sampler` as on a DataLoader
 
-    def __init__(self, images, labels, batch_size: int, sampler: EpochShuffler, drop_last: bool = False):
+    def __init__(self, images, labels, batch_size: int, sampler: EpochShuffler, drop_last: bool = False,
+                 prefetch: bool = False, device: torch.device | None = None, mapped=None):
         self.images, self.labels, self.batch_size, self.sampler, self.drop_last = images, labels, batch_size, sampler, drop_last
+        self.prefetch, self.device, self.mapped = prefetch, device, mapped
 
     def __len__(self) -> int:
         n = self.sampler.count(len(self.images))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self):
+    def batch_indices(self):
         order = self.sampler.indices(len(self.images)).to(self.images.device)
-        for batch in range(len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            yield self.images[index], self.labels[index]
+        return (order[batch * self.batch_size : (batch + 1) * self.batch_size] for batch in range(len(self)))
+
+    def __iter__(self):
+        if not self.prefetch:
+            for index in self.batch_indices():
+                yield self.images[index], self.labels[index]
+            return
+        pin = self.device is not None and self.device.type == "cuda"
+        take = self.mapped.take if self.mapped is not None else None
+        host = (prefetch.gather(self.images, self.labels, index, pin, take) for index in self.batch_indices())
+        yield from prefetch.ahead(host, self.device)
 
 
 class MedMNISTDataModule(pl.LightningDataModule):
@@ -212,14 +262,20 @@ class MedMNISTDataModule(pl.LightningDataModule):
         seed: int = 0,
         drop_last: bool = False,
         download: bool = True,
+        storage: str = "auto",
     ):
         super().__init__()
+        if storage not in STORAGES:
+            raise ValueError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
         self.info = dataset_info(dataset)
         self.flag, self.size, self.seed = dataset, size, seed
         self.path = npz_path(dataset, size, Path(data_dir).expanduser() if data_dir else DEFAULT_DATA_DIR)
         self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last
         self.samples, self.samples_per_class, self.download = samples, samples_per_class, download
+        self.storage = storage
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mapped: dict = {}  # split -> common.cache.MappedImages, with the memory-mapped storage
+        self.transfer_device: torch.device | None = None  # where batches are copied to, when the data stay on the host
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -260,12 +316,30 @@ class MedMNISTDataModule(pl.LightningDataModule):
             self.prepare_data()
         if not self.path.is_file():
             raise UserError(f"{self.path} does not exist", "check --data-dir or allow the download")
-        splits = load_splits(self.path, self.info, self.dims)
+        if self.resolved_storage() == "memory":
+            splits = load_splits(self.path, self.info, self.dims)
+        else:
+            check = lambda split, shape, dtype, labels: check_split(self.path, self.info, self.dims, split, shape,  # noqa: E731
+                                                                    dtype, labels)
+            cache = open_cache(self.path, SPLITS, check)
+            self.mapped = {split: images for split, (images, _) in cache.items()}
+            splits = {split: (images.tensor, label_tensor(labels, self.info)) for split, (images, labels) in cache.items()}
         images, labels = splits["train"]
         keep = select_subset(labels, self.samples, self.samples_per_class, self.seed, self.num_classes)
-        splits["train"] = (images[keep], labels[keep])
+        if len(keep) < len(labels):  # all of them: no copy
+            splits["train"] = (images[keep], labels[keep])
+            self.mapped.pop("train", None)  # the subset is in memory
         self.splits = splits
         return self
+
+    def resolved_storage(self) -> str:
+        """--data-storage: memory, mmap, or (auto) mmap for images over IN_MEMORY_BYTES uncompressed."""
+        if self.storage != "auto":
+            return self.storage
+        try:
+            return "mmap" if images_nbytes(self.path) > IN_MEMORY_BYTES else "memory"
+        except (OSError, zipfile.BadZipFile):
+            return "memory"  # load_splits says what is wrong with the file
 
     def subset(self, samples: int | None, samples_per_class: int | None, seed: int) -> "MedMNISTDataModule":
         """This data set with only the training images load() would draw for `samples` / `samples_per_class` and
@@ -273,25 +347,49 @@ class MedMNISTDataModule(pl.LightningDataModule):
         images, labels = self.load().splits["train"]
         keep = select_subset(labels, samples, samples_per_class, seed, self.num_classes)
         data = MedMNISTDataModule(self.flag, self.size, self.path.parent, self.batch_size, self.eval_batch_size,
-                                  samples, samples_per_class, seed, self.drop_last, download=False)
-        data.splits = {**self.splits, "train": (images[keep], labels[keep])}
+                                  samples, samples_per_class, seed, self.drop_last, download=False, storage=self.storage)
+        data.mapped = {split: images for split, images in self.mapped.items() if split != "train"}
+        if len(keep) < len(labels):
+            data.splits = {**self.splits, "train": (images[keep], labels[keep])}
+        else:
+            data.splits, data.mapped["train"] = dict(self.splits), self.mapped.get("train")
+        data.mapped = {split: images for split, images in data.mapped.items() if images is not None}
         return data
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if device.type == "cuda":  # the whole dataset fits on the GPU: no host-to-device copies per step
-            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+        if device.type != "cuda" or self.transfer_device is not None:
+            return
+        nbytes = sum(x.numel() * x.element_size() + y.numel() * y.element_size() for x, y in self.splits.values())
+        free, _ = torch.cuda.mem_get_info(device)
+        if fits_on_device(nbytes, free):  # no host-to-device copies per step
+            self.splits = {k: (to_device(x, device, self.mapped.get(k)), y.to(device)) for k, (x, y) in self.splits.items()}
+            self.mapped = {}
+        else:
+            self.transfer_device = device
+            if self.trainer.global_rank == 0:
+                print(f"note: the data set ({nbytes / 2**30:.1f} GiB) stays in host memory: more than "
+                      f"{GPU_DATA_SHARE:.0%} of the GPU's {free / 2**30:.1f} GiB free; batches are copied from "
+                      "pinned memory, one ahead")
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> InMemoryLoader:
         images, labels = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = EpochShuffler(shuffle, self.seed, rank if shuffle else 0, world if shuffle else 1)
         per_device = sampler.count(len(images))  # --batch-size is per device, as in Lightning
-        return InMemoryLoader(images, labels, max(1, min(batch_size, per_device)), sampler, drop_last)
+        mapped = self.mapped.get(split)
+        prefetched = mapped is not None or self.transfer_device is not None
+        return InMemoryLoader(images, labels, max(1, min(batch_size, per_device)), sampler, drop_last,
+                              prefetch=prefetched, device=self.transfer_device, mapped=mapped)
 
     def train_dataloader(self) -> InMemoryLoader:
-        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+        loader = self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+        n, sampler = self.num_train(), loader.sampler
+        if n % sampler.world_size and sampler.rank == 0:
+            print(f"note: {n % sampler.world_size} of the {n} training images sit out each epoch (different ones every "
+                  f"epoch) so that the {sampler.world_size} devices take equal shares")
+        return loader
 
     def val_dataloader(self) -> InMemoryLoader:
         return self._loader("val", eval_batch(self.splits["val"][0], self.eval_batch_size), shuffle=False, drop_last=False)

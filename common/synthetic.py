@@ -2,18 +2,20 @@
 for the benchmark where a real file is missing, and for the tests."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import medmnist
 import numpy as np
 
 from common.data import SPLITS, is_multilabel, npz_path, spatial_dims
+from common.npy_stream import write_member
 
 
 def synthetic_split(flag: str, n: int, size: int, rng: np.random.Generator):
-    """n images (volumes for a 3D flag) and labels of `flag`'s shape and classes; each image is noise plus a
-    horizontal ramp whose strength depends on its label. Written chunk by chunk: large flags at 224 px need no
-    float copy of the whole split."""
+    """(labels, image chunks) of n images (volumes for a 3D flag) of `flag`'s shape and classes; each image is noise
+    plus a horizontal ramp whose strength depends on its label. The images come as consecutive chunks of about
+    4 MB, made as they are read: a split of any size is written without holding it in memory."""
     info, dims = medmnist.INFO[flag], spatial_dims(flag)
     k, channels = len(info["label"]), info["n_channels"]
     if is_multilabel(info):
@@ -23,25 +25,33 @@ def synthetic_split(flag: str, n: int, size: int, rng: np.random.Generator):
         labels = (np.arange(n) % k)[:, None].astype(np.uint8)
         rng.shuffle(labels)
         level = labels[:, 0]
-    images = np.empty((n, *(size,) * dims, channels), dtype=np.uint8)
+    shape = (*(size,) * dims, channels)
     ramp = np.linspace(0, 1, size, dtype=np.float32).reshape(1, *(1,) * (dims - 1), size, 1)  # along the last axis
     chunk = max(1, (1 << 22) // (size ** dims * channels))
-    for start in range(0, n, chunk):
-        part = slice(start, start + chunk)
-        base = rng.integers(0, 60, size=images[part].shape, dtype=np.uint8)
-        shade = ramp * ((level[part].reshape(-1, *(1,) * (dims + 1)) + 1) * 180 / k).astype(np.float32)
-        images[part] = np.clip(base + shade, 0, 255).astype(np.uint8)
-    return (images[..., 0] if channels == 1 else images), labels
+
+    def chunks():
+        for start in range(0, n, chunk):
+            part = slice(start, min(n, start + chunk))
+            base = rng.integers(0, 60, size=(part.stop - start, *shape), dtype=np.uint8)
+            shade = ramp * ((level[part].reshape(-1, *(1,) * (dims + 1)) + 1) * 180 / k).astype(np.float32)
+            images = np.clip(base + shade, 0, 255).astype(np.uint8)
+            yield images[..., 0] if channels == 1 else images
+
+    return labels, chunks()
 
 
 def write_synthetic(folder: Path, flag: str, size: int = 28, seed: int = 0, splits: tuple | None = None,
                     compress: bool = False) -> Path:
-    """`<folder>/<flag>[_<size>].npz`; split sizes `splits` or the real ones (medmnist.INFO n_samples)."""
+    """`<folder>/<flag>[_<size>].npz`; split sizes `splits` or the real ones (medmnist.INFO n_samples). Written
+    chunk by chunk (np.savez's format, deflated like np.savez_compressed with `compress`)."""
     rng = np.random.default_rng(seed)
     sizes = splits or tuple(medmnist.INFO[flag]["n_samples"][split] for split in SPLITS)
-    arrays = {}
-    for split, n in zip(SPLITS, sizes):
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = synthetic_split(flag, n, size, rng)
+    channels, dims = medmnist.INFO[flag]["n_channels"], spatial_dims(flag)
     path = npz_path(flag, size, Path(folder))
-    (np.savez_compressed if compress else np.savez)(path, **arrays)  # np.load reads both
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as npz:
+        for split, n in zip(SPLITS, sizes):
+            labels, chunks = synthetic_split(flag, n, size, rng)
+            shape = (n, *(size,) * dims, *((channels,) if channels > 1 else ()))
+            write_member(npz, f"{split}_images.npy", shape, np.uint8, chunks)
+            write_member(npz, f"{split}_labels.npy", labels.shape, np.uint8, iter([labels]))
     return path

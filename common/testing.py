@@ -24,7 +24,7 @@ def open_checkpoint(args, stages: list[str], kinds: tuple[str, ...]):
     if args.dataset is None:
         raise UserError(f"{path.name} does not record its dataset", "pass --dataset")
     args.size = args.size or (ckpt.get("hyper_parameters") or {}).get("size") or DEFAULT_SIZE
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed, storage=args.data_storage).load()
     return path, ckpt, data
 
 

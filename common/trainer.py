@@ -61,20 +61,31 @@ def check_output(stage: str, name: str, overwrite: bool, resume: bool = False) -
 
 
 def resume_point(stage: str, name: str) -> tuple[int, Path]:
-    """(version, last.ckpt) of the newest attempt of run `name` that saved a checkpoint."""
+    """(version, checkpoint) to continue run `name` from: the newest of every attempt's last.ckpt and the
+    hpc_ckpt_<N>.ckpt that Lightning saves in the run's folder when SLURM signals the end of a job (SIGUSR1);
+    the version is the last.ckpt's, or for an hpc checkpoint the newest attempt's."""
     runs = models_dir(stage) / "tb_logs" / name
-    found = sorted((int(p.parent.parent.name.split("_")[1]), p) for p in runs.glob("version_*/checkpoints/last.ckpt")
-                   if p.parent.parent.name.split("_")[1].isdigit())
-    if not found:
+    versions = {int(p.name.split("_")[1]): p for p in runs.glob("version_*") if p.name.split("_")[1].isdigit()}
+    saved = [(p.stat().st_mtime_ns, p) for p in
+             [*(v / "checkpoints" / "last.ckpt" for v in versions.values()), *runs.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not saved:
         raise UserError(f"--resume: run {name} has no checkpoint to resume from in {runs}",
                         "start it without --resume, or give the --name of the interrupted run")
-    return found[-1]
+    newest = max(saved)[1]
+    if newest.name == "last.ckpt":
+        return int(newest.parent.parent.name.split("_")[1]), newest
+    return max(versions, default=0), newest
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether --accelerator runs on CUDA GPUs (auto: when there is one)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def check_precision(precision: str, accelerator: str) -> None:
     """Refuse precisions the hardware cannot run well. bf16 autocast on a CPU is refused outright: CPU
     flags are no guide (a CPU reporting avx512_bf16 ran ResNet-18 ~50x slower in bf16 than in fp32)."""
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = uses_gpu(accelerator)
     if precision.startswith("bf16") and not (on_gpu and torch.cuda.is_bf16_supported()):
         raise UserError(f"--precision {precision}: this {'GPU' if on_gpu else 'CPU'} has no fast bfloat16",
                         "use 32-true" + (" or 16-mixed" if on_gpu else ""))
@@ -102,6 +113,8 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
         max_epochs=args.epochs,
         accelerator=args.accelerator,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
+        num_nodes=getattr(args, "num_nodes", 1),
+        sync_batchnorm=getattr(args, "sync_batchnorm", False),  # applied by Lightning with several devices only
         precision=args.precision,
         logger=logger,
         callbacks=callbacks,
@@ -111,6 +124,7 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
         log_every_n_steps=10,
         enable_model_summary=False,
         deterministic=getattr(args, "deterministic", False),
+        default_root_dir=models_dir(stage) / "tb_logs" / name,  # where Lightning saves hpc_ckpt_<N>.ckpt on SLURM
     )
     options.update(overrides)
     return pl.Trainer(**options)
@@ -144,6 +158,7 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
                          (("RAM", memory["peak_rss_mb"]), ("GPU", memory["peak_cuda_allocated_mb"])) if mb is not None)
         print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}"
               + (f"\n  peak memory: {used}" if used else ""))
+    trainer.strategy.barrier("finish_run")  # no process goes on (to a next stage) before the files are written
     return final
 
 
@@ -196,7 +211,7 @@ def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamod
     trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version)
     if getattr(args, "compile", False) and hasattr(model, "encoder"):
         model.encoder.compile()  # in place: state-dict keys stay as they are
-    if last is not None:
+    if last is not None and trainer.global_rank == 0:
         print(f"resuming {name} from {last}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last else None)
     if trainer.interrupted:

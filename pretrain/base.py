@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from common import distributed
 from common.augment import build_augmentation
 from common.features import extract_features
 from common.knn import knn_metrics
@@ -58,6 +59,10 @@ class PretrainModule(pl.LightningModule):
     LR_BATCH: int | None = None  # scale LR linearly to the global batch (Goyal et al. 2017): LR * batch / LR_BATCH
     WEIGHT_DECAY = 0.0
     LR_FLOOR = 0.0  # the cosine schedule ends at LR * LR_FLOOR
+    # batch norm with statistics over the global batch on several GPUs (--sync-batchnorm): SimCLR's "global BN"
+    # (Chen et al. 2020), which keeps a device's few images from sharing statistics that give the positive away;
+    # ours for every method that has no other guard (MoCo shuffles batch norm instead)
+    SYNC_BATCHNORM = True
 
     def __init__(
         self,
@@ -102,11 +107,11 @@ class PretrainModule(pl.LightningModule):
         """Called after `--init` loaded the encoder's weights (momentum copies follow it here)."""
 
     # -- shared pieces for methods -----------------------------------------------------------------
-    def gather(self, x: torch.Tensor, grads: bool = True) -> torch.Tensor:
-        """(n, ...) on each device -> (W * n, ...), devices in rank order; gradients flow back to each device."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return x
-        return self.all_gather(x, sync_grads=grads).flatten(0, 1)
+    @staticmethod
+    def gather(x: torch.Tensor, grads: bool = True) -> torch.Tensor:
+        """(n, ...) on each device -> (W * n, ...), devices in rank order; gradients flow back to each device
+        (common.distributed.gather)."""
+        return distributed.gather(x, grads)
 
     def load_encoder_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         load_weights(self.encoder, state, source)
@@ -213,7 +218,7 @@ class PretrainModule(pl.LightningModule):
         """--lr, or the method's LR scaled to the global batch when it names a reference batch."""
         if self.hparams.lr is not None:
             return self.hparams.lr
-        world = self.trainer.world_size if self._trainer is not None else 1
+        world = self.trainer.world_size if self._trainer is not None else distributed.world_size()
         return self.LR if self.LR_BATCH is None else self.LR * self.hparams.batch_size * world / self.LR_BATCH
 
     def trained_parameters(self) -> list[nn.Parameter]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims, default_augmentation
 from common.cli import Parser, add_backbone_options, new_network, size_suffix, train_parser
 from common.data import MedMNISTDataModule, spatial_dims
-from common.trainer import check_output, fit_and_save
+from common.trainer import check_output, fit_and_save, uses_gpu
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
 from pretrain.base import KNN_MONITOR, OPTIMIZERS
@@ -57,7 +57,22 @@ def pretrain_parser(method) -> Parser:
                         help=f"the best checkpoint: by the kNN monitor's val/knn_auroc, or by the method's own rule: {own}")
     parser.add_argument("--init", default=None,
                         help="start from the encoder of this checkpoint (path or run name; any method, or the study's)")
+    parser.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                        help="batch norm statistics over the global batch on several GPUs (default: "
+                             f"{'on' if method.SYNC_BATCHNORM else 'off'} for {method.TITLE} on GPUs; "
+                             "torch's SyncBatchNorm runs on CUDA only)")
     return parser
+
+
+def checked_sync_batchnorm(method, args) -> bool:
+    """--sync-batchnorm, or the method's default on GPUs (off on the CPU, where torch has no SyncBatchNorm)."""
+    on_gpu = uses_gpu(str(args.accelerator))
+    if args.sync_batchnorm is None:
+        return method.SYNC_BATCHNORM and on_gpu
+    if args.sync_batchnorm and not on_gpu:
+        raise UserError("--sync-batchnorm needs GPUs: torch's SyncBatchNorm runs on CUDA only",
+                        "leave it out on the CPU (each process then normalises its own batch)")
+    return args.sync_batchnorm
 
 
 def checked_augmentation(aug: str | None, flag: str) -> str:
@@ -91,13 +106,14 @@ def pretrain(method, args, **method_options) -> Path:
     """Pretrain `method` (a PretrainModule subclass) as `args` say; returns the saved `<name>.ckpt`."""
     name = args.name or f"{method.RUN_PREFIX}-{args.dataset}{size_suffix(args.size)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
-                              seed=args.seed, drop_last=True).load()
+                              seed=args.seed, drop_last=True, storage=args.data_storage).load()
     n_train = data.num_train()
     if args.batch_size is not None and args.batch_size > n_train:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
     data.batch_size = args.batch_size or min(BATCH_SIZE, n_train)
     args.aug = checked_augmentation(args.aug, data.flag)
+    args.sync_batchnorm = checked_sync_batchnorm(method, args)
     init = resolve_encoder(args.init, "--init", also=("resnet",)) if args.init else None
     ckpt = read_checkpoint(init) if init else None
     if ckpt is not None:

@@ -136,7 +136,7 @@ def write_png(fig, out: Path) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed).load()
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed, storage=args.data_storage).load()
     images, labels = pick_images(*data.splits[args.split], args.n_images, args.seed)
     augmentation = build_augmentation(checked_augmentation(args.aug, data.flag), args.size)
     columns = make_views(images, augmentation, args.n_views, args.seed)

@@ -7,6 +7,8 @@
     python scripts/benchmark.py --dataset adrenalmnist3d --batch-size 64 --skip logreg   # 3D: ResNet-18 3D, 28^3
 
 Sections (each can be skipped with --skip):
+  loader    one epoch of the training loader alone, no model: how fast batches come out of memory or of the
+            memory-mapped cache (to the device), and the resident memory that reading every image leaves.
   compute   the method's training step on views already augmented, normalised and on the device:
             forward + loss + backward + optimiser (+ momentum update and queue, where the method has them).
             The upper limit of the real path.
@@ -38,7 +40,9 @@ import torch
 from scripts import benchmarking as bench
 from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
 from common.cli import Parser, new_network, positive_int
-from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
+from common.cache import images_nbytes
+from common.data import (DEFAULT_DATA_DIR, SIZES, STORAGES, MedMNISTDataModule, dataset_info, npz_path,
+                         spatial_dims)
 from common.synthetic import write_synthetic
 from common.trainer import check_precision, peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
@@ -47,7 +51,8 @@ from pretrain import METHODS
 from pretrain.cli import checked_augmentation
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
 
-SECTIONS = ("compute", "pretrain", "monitor", "augment", "logreg", "memory")
+SECTIONS = ("loader", "compute", "pretrain", "monitor", "augment", "logreg", "memory")
+LARGE_SET_SKIPS = ("monitor", "logreg")  # both encode every image: hours for 100,000 images at 224 px on a CPU
 # about 2 minutes for the default run on 2 quiet CPU cores (a ResNet-18 step on 512 views of 28 px: ~0.77 s
 # there with 2 threads; the logistic-regression stage: ~8 s). A busy machine makes everything slower.
 WARMUP, STEPS = 3, 60
@@ -89,7 +94,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch.set_num_threads; omitted: torch's own default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--data-storage", default="auto", choices=STORAGES,
+                        help="the stages' option: images in memory, or memory-mapped from the decoded cache")
+    parser.add_argument("--large-set", type=positive_int, default=None, metavar="N",
+                        help="generate N training images (and N/10 each for val and test) of --size px in MedMNIST's "
+                             "format and read them through the memory-mapped cache, as a set larger than memory; "
+                             f"skips {' and '.join(LARGE_SET_SKIPS)}")
+    parser.add_argument("--large-dir", type=Path, default=None, metavar="DIR",
+                        help="where --large-set writes its npz and cache (about 2.1 x N x size^2 bytes for grey "
+                             "images; default: a temporary folder, deleted at the end)")
     args = parser.parse_args(argv)
+    if args.large_set:
+        args.skip = sorted(set(args.skip) | set(LARGE_SET_SKIPS))
+        args.data_storage = "mmap" if args.data_storage == "auto" else args.data_storage  # memory: for comparison
     dims = spatial_dims(args.dataset)
     network = new_network(args.backbone, args.stem, 1, args.size, dims=dims)  # its checks: a 2D network on volumes, ...
     args.backbone, args.stem = network["backbone"], network["stem"]
@@ -106,30 +123,51 @@ def resolve_device(args) -> tuple[str, torch.device]:
     return ("cuda", torch.device("cuda", 0)) if cuda else ("cpu", torch.device("cpu"))
 
 
-def load_data(args, tmp: str) -> tuple[MedMNISTDataModule, bool]:
-    """The dataset, or a synthetic stand-in of its real split sizes when asked or when the file is missing."""
+def load_data(args, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
+    """The dataset, or a synthetic stand-in of its real split sizes when asked or when the file is missing, or
+    (--large-set) a generated set of the size asked for, decoded into its memory-mapped cache."""
     info = dataset_info(args.dataset)
     path = npz_path(args.dataset, args.size, Path(args.data_dir).expanduser())
-    synthetic = args.synthetic or not path.is_file()
-    if synthetic:
+    synthetic = args.synthetic or args.large_set or not path.is_file()
+    if args.large_set:
+        path = large_set(args, Path(args.large_dir or tmp), results)
+    elif synthetic:
         sizes = "/".join(str(info["n_samples"][s]) for s in ("train", "val", "test"))
         reason = "--synthetic" if args.synthetic else f"{path} not found"
         print(f"*** SYNTHETIC DATA ({reason}): random {args.dataset}-shaped images, train/val/test = {sizes}. "
               "Speeds are representative; the accuracy is not. ***", flush=True)
         path = write_synthetic(Path(tmp), args.dataset, args.size, args.seed)
+    start = time.perf_counter()
     data = MedMNISTDataModule(args.dataset, args.size, path.parent, batch_size=args.batch_size, seed=args.seed,
-                              drop_last=True, download=False).load()
+                              drop_last=True, download=False, storage=args.data_storage).load()
+    if args.large_set:
+        results["large_set"]["load_seconds"] = time.perf_counter() - start
+        results["large_set"]["peak_rss_after_load_mb"] = peak_rss_mb()
     if args.batch_size > data.num_train():
         raise UserError(f"--batch-size {args.batch_size} is larger than the {data.num_train()} training images",
                         f"use --batch-size {data.num_train()} or less")
     return data, synthetic
 
 
+def large_set(args, folder: Path, results: dict) -> Path:
+    """Write the --large-set npz (streamed: never in memory as a whole) and record its size."""
+    n, small = args.large_set, max(1, args.large_set // 10)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"*** LARGE SET: generating {n:,} + {small:,} + {small:,} {args.dataset}-shaped images of {args.size} px "
+          f"in {folder} ... ***", flush=True)
+    start = time.perf_counter()
+    path = write_synthetic(folder, args.dataset, args.size, args.seed, splits=(n, small, small))
+    results["large_set"] = {"images": n + 2 * small, "train_images": n, "images_bytes": images_nbytes(path),
+                            "npz_bytes": path.stat().st_size, "generate_seconds": time.perf_counter() - start,
+                            "folder": str(folder)}
+    return path
+
+
 def fresh_copy(data: MedMNISTDataModule, **changes) -> MedMNISTDataModule:
     """Another DataModule on the same in-memory (CPU) splits: Trainer.setup moves a module's splits to CUDA."""
     copy = MedMNISTDataModule(data.flag, data.size, data.path.parent, batch_size=data.batch_size, seed=data.seed,
-                              drop_last=data.drop_last, download=False, **changes)
-    copy.splits = dict(data.splits)
+                              drop_last=data.drop_last, download=False, storage=data.storage, **changes)
+    copy.splits, copy.mapped = dict(data.splits), dict(data.mapped)
     return copy
 
 
@@ -149,6 +187,7 @@ def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch
         if device.type == "cuda":
             cuda_peaks[name] = bench.cuda_peak_mb(device)
 
+    section("loader", "0 the training loader alone, one epoch", lambda: bench.loader_pass(fresh_copy(data), device))
     both = "compute" not in args.skip and "pretrain" not in args.skip
     if both:  # step by step in one run: the ratio is not moved by a change of the machine's speed between them
         section("pretrain", "1+2 compute-only limit and real pretraining path, interleaved",
@@ -195,7 +234,7 @@ def run(args) -> dict:
     warn_if_busy(machine)
     results = {"settings": None, "machine": machine, "wall_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="benchmark-medmnist-") as tmp:
-        data, synthetic = load_data(args, tmp)
+        data, synthetic = load_data(args, tmp, results)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         results["settings"] = {**settings, "synthetic": synthetic, "data_file": None if synthetic else str(data.path),
                                "views_per_step": 2 * args.batch_size, "channels": data.num_channels}
@@ -217,6 +256,10 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
 
 
+def storage_label(results: dict) -> str:
+    return "memory-mapped cache" if results["settings"]["data_storage"] == "mmap" else "read into memory"
+
+
 def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     rows = []
 
@@ -228,6 +271,17 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         if "step_ms_median" in r:
             add("", "median step", r["step_ms_median"], "ms")
 
+    if "large_set" in results:
+        r = results["large_set"]
+        add("0 large set", f"{r['images']:,} generated images (uncompressed)", r["images_bytes"] / 2**20, "MB")
+        add("", "  ... generated and written in", r["generate_seconds"], "s")
+        add("", f"  ... loaded ({storage_label(results)}) in", r.get("load_seconds"), "s")
+        add("", "  ... peak RSS once loaded, before any training", r.get("peak_rss_after_load_mb"), "MB")
+    if "loader" in results:
+        r = results["loader"]
+        add("0 loader alone", f"one epoch of the training loader ({r['images']:,} images, no model)", r["images_per_s"],
+            "images/s")
+        add("", "  ... peak RSS after it", r["peak_rss_mb"], "MB")
     if "compute" in results:
         r = results["compute"]
         add("1 compute-only", "fwd + loss + bwd + optimiser", r["images_per_s"], "images/s")
@@ -264,6 +318,9 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     if "memory" in results:
         r = results["memory"]
         add("5 memory", "peak RSS of the process", r["peak_rss_mb"], "MB")
+        if "large_set" in results:
+            add("", "  ... as a share of the data set's images", 100 * r["peak_rss_mb"] / (
+                results["large_set"]["images_bytes"] / 2**20), "%")
         if "cuda_peak_mb" in r:
             add("", "peak CUDA allocated", r["cuda_peak_mb"], "MB")
             for name, mb in r["cuda_peak_mb_by_section"].items():

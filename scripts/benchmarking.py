@@ -26,6 +26,7 @@ from common.features import FeatureDataModule, extract_features
 from common.layout import memory_format
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
+from common.trainer import peak_rss_mb
 from models import build_backbone
 from pretrain import method_class
 from pretrain.base import PretrainModule, knn_monitor_metrics
@@ -100,6 +101,19 @@ def machine_info(device: torch.device) -> dict:
         "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+# ------------------------------------------------------------------------------ 0. the loader alone
+def loader_pass(data: MedMNISTDataModule, device: torch.device) -> dict:
+    """One epoch of the training loader, each batch moved to `device` (as Lightning moves it), no model."""
+    loader = data.train_dataloader()
+    sync(device)
+    start, images = time.perf_counter(), 0
+    for batch, _ in loader:
+        images += len(batch.to(device, non_blocking=True))
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 # ------------------------------------------------------------------------------ 1. compute-only limit

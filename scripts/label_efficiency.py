@@ -260,7 +260,7 @@ class Runner:
 
 def main(argv=None):
     args = parse_args(argv)
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=0).load()
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=0, storage=args.data_storage).load()
     budgets = check_budgets(args, data)
     cells = plan(args, data, budgets)
     out = Path(args.out).expanduser() if args.out else output_root() / OUT / data.flag

@@ -118,3 +118,38 @@ def test_the_stem_is_recorded_and_checked(data_dir):
     assert results["settings"]["stem"] == "small" and results["compute"]["images_per_s"] > 0
     with pytest.raises(UserError, match="no --stem choice"):
         benchmark.main(["--backbone", "small_cnn", "--stem", "small"])
+
+
+def test_large_set_mode_generates_a_set_reads_it_through_the_cache_and_reports_memory(tmp_path):
+    """--large-set writes the npz (streamed), decodes it into the memory-mapped cache and runs the compute-only and
+    real paths on it; the sections that encode every image are skipped."""
+    folder = tmp_path / "large"
+    results = benchmark.main(["--large-set", "40", "--large-dir", str(folder), "--batch-size", "8", "--steps", "2",
+                              "--warmup", "1", "--backbone", "small_cnn", "--threads", "1", "--skip", "augment"])
+    large = results["large_set"]
+    assert large["images"] == 48 and large["train_images"] == 40 and large["images_bytes"] >= 48 * 28 * 28
+    assert (folder / "pneumoniamnist.cache" / "manifest.json").is_file()
+    assert results["settings"]["data_storage"] == "mmap" and "monitor" not in results and "logreg" not in results
+    assert results["pretrain"]["ratio_to_compute"] > 0 and results["memory"]["peak_rss_mb"] > 0
+    assert large["load_seconds"] > 0 and large["generate_seconds"] > 0 and large["peak_rss_after_load_mb"] > 0
+
+
+def test_the_gpu_check_script_runs_its_plumbing_on_the_cpu_and_prints_one_table(data_dir, tmp_path):
+    """scripts/gpu_check.sh is for a CUDA machine; with ACCELERATOR=cpu it runs the same steps (one method, fp32,
+    no compile, one stage) so that its loops, files and table are tested here."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATOR": "cpu", "METHODS": "simclr", "PRECISIONS": "32-true", "COMPILE": "0",
+           "STAGES": "pretrain", "DATASET": "breastmnist", "DATA_DIR": str(data_dir), "BATCH": "8", "STEPS": "2",
+           "WARMUP": "1", "OUT": str(tmp_path / "check"), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    script = str(REPO / "scripts" / "gpu_check.sh")
+    subprocess.run(["bash", "-n", script], check=True)
+    done = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("method"):]
+    row = next(line.split() for line in table.splitlines() if line.startswith("simclr"))
+    assert row[:3] == ["simclr", "32-true", "no"] and float(row[5]) > 0  # the real path's ratio to compute-only
+    assert "stage pretrain-simclr" in table and " ok " in table
+    assert (tmp_path / "check" / "bench" / "simclr-32-true-compile0.json").is_file()

@@ -65,7 +65,7 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
 def main(argv=None):
     args = parse_args(argv)
     check_subset_options(args)
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data, args.seed,

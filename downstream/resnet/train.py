@@ -55,7 +55,7 @@ def main(argv=None):
     check_subset_options(args)
     path = init_checkpoint(args)
     name = args.name or f"{'baseline' if path is None else 'downstream'}-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, samples=args.samples,
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     data.batch_size = min(args.batch_size, data.num_train())

@@ -3,8 +3,8 @@ queries from the encoder, keys from its momentum copy, negatives from a queue of
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
+from common import distributed
 from models import ProjectionHead
 from pretrain.base import PretrainModule, rank_metrics
 from pretrain.moco.batchnorm import use_split_batch_norm
@@ -34,6 +34,7 @@ class MoCo(PretrainModule):
     OWN_MONITOR = None
     OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.03, 256, 1e-4  # MoCo v2: SGD 0.03 per 256 images, wd 1e-4
     LR_FLOOR = 0.0  # MoCo v2: cosine schedule to 0
+    SYNC_BATCHNORM = False  # MoCo shuffles batch norm across the devices instead (keys())
 
     def __init__(self, temperature: float = TEMPERATURE, queue_size: int | None = None,
                  key_momentum: float = KEY_MOMENTUM, bn_splits: int = BN_SPLITS, symmetric: bool = SYMMETRIC,
@@ -47,7 +48,7 @@ class MoCo(PretrainModule):
         self.queue = KeyQueue(self.hparams.queue_size, projection_dim)
 
     def setup(self, stage: str) -> None:
-        if self.trainer.world_size > 1:  # shuffle-BN across the devices instead of split batch norm
+        if distributed.world_size() > 1:  # shuffle-BN across the devices instead of split batch norm
             use_split_batch_norm(self.encoder, 1)
             use_split_batch_norm(self.key_encoder, 1)
 
@@ -60,7 +61,7 @@ class MoCo(PretrainModule):
     @torch.no_grad()
     def keys(self, views: torch.Tensor, split: str) -> torch.Tensor:
         """Keys of `views` from the momentum networks, computed on a shuffled batch (shuffle-BN)."""
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if distributed.world_size() > 1:
             return self._keys_across_devices(views, split)
         order = torch.randperm(len(views), generator=self.generator(split), device=views.device)
         keys = torch.empty(len(views), self.queue.keys.shape[1], device=views.device)
@@ -69,14 +70,15 @@ class MoCo(PretrainModule):
 
     def _keys_across_devices(self, views: torch.Tensor, split: str) -> torch.Tensor:
         """MoCo's shuffle-BN: all devices' views shuffled together, each device encodes one shard."""
-        everything = self.all_gather(views).flatten(0, 1)  # (W * m, C, H, W)
+        world, rank = distributed.world_size(), distributed.rank()
+        everything = distributed.gather(views, grads=False)  # (W * m, C, H, W)
         order = torch.randperm(len(everything), generator=self.generator(split), device=views.device)
-        dist.broadcast(order, src=0)  # every device uses rank 0's permutation
-        shard = order.view(self.trainer.world_size, -1)[self.global_rank]
-        encoded = self.all_gather(self.key_projector(self.key_encoder(everything[shard])).float()).flatten(0, 1)
+        distributed.broadcast(order, src=0)  # every device uses rank 0's permutation
+        shard = order.view(world, -1)[rank]
+        encoded = distributed.gather(self.key_projector(self.key_encoder(everything[shard])).float(), grads=False)
         keys = torch.empty_like(encoded)
         keys[order] = encoded
-        return keys.view(self.trainer.world_size, len(views), -1)[self.global_rank]
+        return keys.view(world, len(views), -1)[rank]
 
     def step(self, views: torch.Tensor, split: str):
         n = len(views) // 2
