@@ -116,6 +116,10 @@ def add_backbone_options(parser: Parser, when: str) -> None:
     parser.add_argument("--resize", type=positive_int, default=None,
                         help=f"upsample every image to N px on the device before the network {when} (e.g. 28 -> 64, "
                              "bilinear; --size picks the stored resolution instead)")
+    parser.add_argument("--patch-topk", type=positive_int, default=None, metavar="K",
+                        help=f"ViTs {when}: the top-K patch head (models/topk_pool.py): the embedding is the "
+                             "softmax-weighted mean of the K patch tokens a learned score ranks highest, and the scores "
+                             "are a heat map (default: the class token)")
 
 
 def checked_stem(backbone: str, stem: str | None) -> str | None:
@@ -129,10 +133,10 @@ def checked_stem(backbone: str, stem: str | None) -> str | None:
 
 
 def new_network(backbone: str | None, stem: str | None, channels: int, size: int, resize: int | None = None,
-                dims: int = 2) -> dict:
+                dims: int = 2, patch_topk: int | None = None) -> dict:
     """The build_backbone options of a network built from scratch: --backbone (default the study's ResNet-18, or
     its 3D twin for volumes, `dims` 3), --stem and --resize, the dataset's channels and image size."""
-    from models.backbones import BACKBONES, default_backbone
+    from models.backbones import BACKBONES, check_patch_topk, default_backbone
 
     backbone = backbone or default_backbone(dims)
     if BACKBONES[backbone].dims != dims:
@@ -140,5 +144,11 @@ def new_network(backbone: str | None, stem: str | None, channels: int, size: int
         fitting = [name for name, entry in BACKBONES.items() if entry.dims == dims]
         raise UserError(f"--backbone {backbone} reads {kind[BACKBONES[backbone].dims]} but the data set holds {kind[dims]}",
                         f"choose one of {', '.join(fitting)}")
+    try:
+        check_patch_topk(backbone, patch_topk, resize or size)
+    except ValueError as err:
+        raise UserError(f"--patch-topk {patch_topk}: {err}",
+                        "use a ViT (--backbone vit_tiny or vit_small)" if "no patch tokens" in str(err)
+                        else "choose a smaller K") from None
     return {"backbone": backbone, "stem": checked_stem(backbone, stem), "in_channels": channels, "size": size,
-            "resize": resize}
+            "resize": resize, "patch_topk": patch_topk}

@@ -38,7 +38,7 @@ def count_optimizer_step(trainer) -> None:
 
 class LogisticRegressionModule(ClassifierModule):
     """Features (N, feature_dim) -> logits (N, num_classes). Records the encoder it was trained on (and, for
-    a random-init encoder, its backbone and stem)."""
+    a random-init or ImageNet encoder, its backbone, stem, resize and top-K patch head)."""
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class LogisticRegressionModule(ClassifierModule):
         stage: str = "logistic_regression",
         solver: str = "adamw",
         resize: int | None = None,
+        patch_topk: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()

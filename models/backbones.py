@@ -19,6 +19,7 @@ from models.resnet3d import STEMS_3D, ResNet3DEncoder
 from models.small_cnn import SmallCNN
 from models.stem import accepts
 from models.vit import ConvStemViT
+from models.vit import patch_size as vit_patch_size
 from utils import UserError
 
 
@@ -29,6 +30,7 @@ class Backbone:
     fixed_size: bool = False  # position embeddings: only the image size it was built for
     about: str = ""
     dims: int = 2  # spatial dimensions of its input: 2 (images) or 3 (volumes)
+    patch_topk: bool = False  # takes --patch-topk K (models.topk_pool): ViTs
 
 
 def _resnet(depth: str) -> Backbone:
@@ -37,8 +39,11 @@ def _resnet(depth: str) -> Backbone:
 
 
 def _vit(size: str) -> Backbone:
-    return Backbone(lambda in_channels, image_size, stem: ConvStemViT(size, in_channels, image_size), fixed_size=True,
-                    about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's")
+    return Backbone(lambda in_channels, image_size, stem, patch_topk=None: ConvStemViT(size, in_channels, image_size,
+                                                                                        patch_topk),
+                    fixed_size=True, patch_topk=True,
+                    about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's; "
+                          "--patch-topk K: the top-K patch head")
 
 
 def _resnet3d(depth: str) -> Backbone:
@@ -92,17 +97,31 @@ def check_stem(name: str, stem: str | None) -> str | None:
     return stem
 
 
+def check_patch_topk(name: str, k: int | None, size: int) -> None:
+    """A ValueError unless backbone `name` takes a top-K patch head of `k` tokens at `size` px (None: no head)."""
+    if k is None:
+        return
+    if not BACKBONES[name].patch_topk:
+        raise ValueError(f"backbone {name} has no patch tokens for a top-K head (ViTs have)")
+    tokens = (size // vit_patch_size(size)) ** 2
+    if not 1 <= k <= tokens:
+        raise ValueError(f"{size} px images give {name} {tokens} patch tokens, so K must be between 1 and {tokens}")
+
+
 def build_backbone(backbone: str = DEFAULT_BACKBONE, in_channels: int = 3, size: int = 28,
-                   stem: str | None = None, resize: int | None = None) -> nn.Module:
+                   stem: str | None = None, resize: int | None = None, patch_topk: int | None = None) -> nn.Module:
     """The network `backbone` for images of `in_channels` channels and `size` pixels (only ViTs depend on
     it), or, with `resize`, for any image upsampled to `resize` pixels on the device first (models.resize);
-    its options are kept as `module.backbone_options`, the same dict `build_backbone(**options)` takes."""
+    `patch_topk` K: a ViT's top-K patch head. Its options are kept as `module.backbone_options`, the same dict
+    `build_backbone(**options)` takes."""
     stem = check_stem(backbone, stem)
-    module = BACKBONES[backbone].build(in_channels, resize or size, stem)
+    check_patch_topk(backbone, patch_topk, resize or size)
+    extra = {"patch_topk": patch_topk} if patch_topk is not None else {}
+    module = BACKBONES[backbone].build(in_channels, resize or size, stem, **extra)
     if resize:
         module.register_forward_pre_hook(InputResize(resize))
     module.backbone_options = {"backbone": backbone, "stem": stem, "in_channels": in_channels, "size": size,
-                               "resize": resize}
+                               "resize": resize, "patch_topk": patch_topk}
     return module
 
 
@@ -112,7 +131,7 @@ def backbone_options(hparams: dict) -> dict:
     name = hparams.get("backbone") or hparams.get("arch") or DEFAULT_BACKBONE
     return {"backbone": name, "stem": hparams.get("stem") or (default_stem(name) if name in BACKBONES else None),
             "in_channels": hparams.get("in_channels", 3), "size": hparams.get("size", 28),
-            "resize": hparams.get("resize")}
+            "resize": hparams.get("resize"), "patch_topk": hparams.get("patch_topk")}
 
 
 def reads(backbone: nn.Module, channels: int, size: int, dims: int = 2) -> bool:

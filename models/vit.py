@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
 
 from models.stem import StemConv2d
+from models.topk_pool import TopKPatchPool
 
 # DeiT's Tiny and Small sizes (Touvron et al. 2021), less one block for the conv stem (Xiao et al.)
 SIZES = {
@@ -43,9 +44,10 @@ def stem_configs(patch: int, hidden_dim: int) -> list[ConvStemConfig]:
 
 
 class ConvStemViT(VisionTransformer):
-    """Images (N, C, S, S) with S = `image_size`, normalised -> class-token features (N, hidden_dim)."""
+    """Images (N, C, S, S) with S = `image_size`, normalised -> features (N, hidden_dim): the class token, or with
+    `patch_topk` K the top-K patch head's embedding (models.topk_pool), whose scores `patch_scores` returns."""
 
-    def __init__(self, size: str = "tiny", in_channels: int = 3, image_size: int = 28):
+    def __init__(self, size: str = "tiny", in_channels: int = 3, image_size: int = 28, patch_topk: int | None = None):
         if size not in SIZES:
             raise ValueError(f"unknown ViT size {size!r}; choose one of {', '.join(SIZES)}")
         config = SIZES[size]
@@ -57,8 +59,23 @@ class ConvStemViT(VisionTransformer):
                                                       first.stride, first.padding, bias=False)
         self.in_channels, self.feature_dim = in_channels, config["hidden_dim"]
         self.heads = nn.Identity()
+        self.grid = image_size // patch  # tokens per side
+        if patch_topk is not None and not 1 <= patch_topk <= self.grid ** 2:
+            raise ValueError(f"--patch-topk {patch_topk}: {image_size} px images have {self.grid ** 2} patch tokens "
+                             f"({self.grid}x{self.grid} of {patch} px)")
+        self.topk = TopKPatchPool(config["hidden_dim"], patch_topk) if patch_topk else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + tokens, hidden_dim): the class token and the patch tokens after the transformer."""
         x = self._process_input(x)  # (N, tokens, hidden_dim)
         x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
-        return self.encoder(x)[:, 0]  # (N, hidden_dim)
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.tokens(x)
+        return self.topk(out[:, 1:]) if self.topk is not None else out[:, 0]  # (N, hidden_dim)
+
+    def patch_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, grid, grid): the top-K head's softmax over all patch scores (needs `patch_topk`)."""
+        scores = self.topk.scores(self.tokens(x)[:, 1:]).softmax(dim=1)
+        return scores.view(len(x), self.grid, self.grid)

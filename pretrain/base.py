@@ -82,10 +82,11 @@ class PretrainModule(pl.LightningModule):
         init: str | None = None,
         channels_last: bool = True,
         resize: int | None = None,
+        patch_topk: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = build_backbone(backbone, in_channels, size, stem, resize)
+        self.encoder = build_backbone(backbone, in_channels, size, stem, resize, patch_topk)
         self.hparams.update(method=self.NAME, stem=self.encoder.backbone_options["stem"],
                             optimizer=optimizer or self.OPTIMIZER,
                             weight_decay=self.WEIGHT_DECAY if weight_decay is None else weight_decay)

@@ -92,11 +92,12 @@ def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dic
     """backbone, stem, in_channels, size and resize: the --init checkpoint's (`ckpt`; --resize may change it), or
     the options' and the dataset's."""
     if init is None:
-        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize, data.dims)
+        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize, data.dims,
+                           args.patch_topk)
     options = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
     network = options["backbone"] + (f", {options['stem']} stem" if options["stem"] else "")
-    for option, given in (("backbone", args.backbone), ("stem", args.stem)):
-        if given is not None and given != options[option]:
+    for option, given in (("backbone", args.backbone), ("stem", args.stem), ("patch-topk", args.patch_topk)):
+        if given is not None and given != options[option.replace("-", "_")]:
             raise UserError(f"--{option} {given} differs from the --init checkpoint's network ({network})",
                             f"leave --{option} out: the encoder's network comes from {init.name}")
     return {**options, "size": data.size, "resize": args.resize or options["resize"]}

@@ -41,6 +41,7 @@ from downstream.logistic_regression import train as probe_train
 from downstream.logistic_regression.references import network_argv, network_tag
 from downstream.resnet import test as finetune_test, train as finetune_train
 from models.checkpoints import load_encoder
+from models.imagenet import IMAGENET, imagenet_encoder
 from models.pixels import PIXELS
 from scripts.benchmarking import quiet_lightning
 from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows
@@ -72,7 +73,8 @@ def budget_value(text: str) -> int | str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.")
     parser.add_argument("--encoders", nargs="+", default=None,
-                        help="pretrained encoders (run names or paths, any method); default pretrain-<dataset> (-<size> when not 28)")
+                        help="pretrained encoders (run names or paths, any method, or 'imagenet': torchvision's supervised "
+                             "ResNet-18); default pretrain-<dataset> (-<size> when not 28)")
     budgets = parser.add_mutually_exclusive_group()
     budgets.add_argument("--labels", nargs="+", type=budget_value, default=None,
                          help=f"labelled training images per class, or {ALL} (default 10 50 {ALL})")
@@ -140,8 +142,10 @@ class Encoder:
 
     @property
     def reference(self) -> str:
-        """What the probe's --encoder takes for it."""
-        return str(self.path) if self.path else PIXELS if self.tag == PIXELS else probe_train.RANDOM
+        """What the probe's --encoder (finetuning's --init) takes for it."""
+        if self.path:
+            return str(self.path)
+        return PIXELS if self.tag == PIXELS else IMAGENET if self.tag.startswith(f"{IMAGENET}-") else probe_train.RANDOM
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,10 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
     """Every cell, encoders resolved (each is loaded once here to check it reads the dataset)."""
     pretrained = []
     for reference in args.encoders or [f"pretrain-{args.dataset}{size_suffix(args.size)}"]:
+        if reference == IMAGENET:  # torchvision's supervised ResNet-18, the third starting point
+            options = imagenet_encoder(None, data.num_channels, data.size, dims=data.dims).backbone_options
+            pretrained.append(Encoder(f"{IMAGENET}-{network_tag(options)}", None, options))
+            continue
         path = resolve_encoder(reference, "--encoders", also=("resnet",))
         options = load_encoder(path, "--encoders", data.num_channels, data.size, data.dims).backbone_options
         pretrained.append(Encoder(path.stem, path, options, file_md5(path)))
@@ -220,7 +228,7 @@ class Runner:
         key = (cell.encoder.tag, cell.seed if cell.encoder.reference == probe_train.RANDOM else None)
         if key not in self.encoded:
             encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
-                                                       args.resize)
+                                                       args.resize, args.patch_topk)
             device = feature_device(self.args.accelerator)
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
                                                  for split, (x, y) in self.data.splits.items()})
@@ -228,7 +236,7 @@ class Runner:
 
     def probe(self, cell: Cell) -> Path:
         reference = cell.encoder.reference
-        network = network_argv(cell.encoder.options) if reference == probe_train.RANDOM else []
+        network = network_argv(cell.encoder.options) if reference in (probe_train.RANDOM, IMAGENET) else []
         args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network,
                                        "--solver", self.args.probe_solver, "--epochs", str(self.args.probe_epochs)])
         encoder, path, encoded = self.features(cell, args)
@@ -241,8 +249,11 @@ class Runner:
         return final
 
     def finetune(self, cell: Cell) -> Path:
-        init = ["--init", str(cell.encoder.path)] if cell.protocol == "finetune" else [
-            "--init", "none", *network_argv(cell.encoder.options)]
+        if cell.protocol == "finetune":
+            imagenet = cell.encoder.reference == IMAGENET
+            init = ["--init", cell.encoder.reference, *(network_argv(cell.encoder.options) if imagenet else [])]
+        else:
+            init = ["--init", "none", *network_argv(cell.encoder.options)]
         final = finetune_train.main([*self.common_argv(cell), *init, "--epochs", str(self.args.finetune_epochs)])
         finetune_test.main(["--checkpoint", str(final), "--data-dir", str(self.data.path.parent)])
         return final

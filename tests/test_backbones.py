@@ -22,7 +22,7 @@ def test_every_backbone_gives_features_of_its_width(name, stem, channels, size):
     assert features.shape == (2, backbone.feature_dim) and torch.isfinite(features).all()
     assert backbone.in_channels == channels and reads(backbone, channels, size)
     assert backbone.backbone_options == {"backbone": name, "stem": stem, "in_channels": channels, "size": size,
-                                         "resize": None}
+                                         "resize": None, "patch_topk": None}
 
 
 def test_resnet_keys_are_torchvision_s_with_either_stem():
@@ -65,7 +65,7 @@ def test_stems_and_recorded_options():
         check_stem("resnet19", None)
     # what older checkpoints record: ours `arch`, the study's nothing: ResNet-18, ImageNet stem, RGB
     assert backbone_options({"arch": "resnet34"}) == {"backbone": "resnet34", "stem": "imagenet", "in_channels": 3,
-                                                      "size": 28, "resize": None}
+                                                      "size": 28, "resize": None, "patch_topk": None}
     assert backbone_options({}) == build_backbone().backbone_options  # the study's ResNet-18
 
 

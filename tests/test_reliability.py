@@ -174,7 +174,7 @@ BAD_INPUTS = {
     "stem of a backbone without stems": ("pretrain/moco/train.py", ["--backbone", "small_cnn", "--stem", "small"],
                                          "no --stem choice"),
     "backbone beside a pretrained encoder": (LR, ["--encoder", "{inputs}/grey-encoder.ckpt", "--backbone",
-                                                  "small_cnn"], "--encoder random only"),
+                                                  "small_cnn"], "--encoder random or imagenet only"),
     "init of another backbone": ("pretrain/moco/train.py", ["--init", "{inputs}/grey-encoder.ckpt", "--backbone",
                                                             "small_cnn"], "differs from the --init checkpoint's"),
     "unknown method in a checkpoint": ("pretrain/test.py", ["--checkpoint", "{inputs}/future-method.ckpt"],

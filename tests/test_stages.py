@@ -78,7 +78,7 @@ def test_resize_is_recorded_and_every_stage_rebuilds_the_encoder_with_it(output_
     with pytest.raises(SystemExit) as exit_info:  # a pretrained encoder's size is the one it records
         run_cli(resnet_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--init", str(encoder),
                                     "--resize", "32"])
-    assert exit_info.value.code == 2 and "--init none only" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--init none or imagenet only" in capsys.readouterr().err
 
 
 def test_existing_checkpoint_is_never_overwritten_without_flag(out, data_dir, capsys):
@@ -146,7 +146,7 @@ def test_lbfgs_probe_on_raw_pixels_is_one_epoch_and_tests_with_its_reference(out
     with pytest.raises(SystemExit) as exit_info:  # the pixels have no network to choose
         run_cli(lr_train.main, ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--encoder", "pixels",
                                 "--backbone", "small_cnn"])
-    assert exit_info.value.code == 2 and "--encoder random only" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--encoder random or imagenet only" in capsys.readouterr().err
 
 
 def test_logistic_regression_leaves_encoder_untouched(data_dir):

@@ -31,13 +31,15 @@ def cache_file(dataset: str) -> Path:
 def network_tag(options: dict) -> str:
     """A network's name in tables and run names, from its backbone options: resnet18-small-64px, small_cnn."""
     return (options["backbone"] + (f"-{options['stem']}" if options["stem"] else "")
-            + (f"-{options['resize']}px" if options.get("resize") else ""))
+            + (f"-{options['resize']}px" if options.get("resize") else "")
+            + (f"-top{options['patch_topk']}" if options.get("patch_topk") else ""))
 
 
 def network_argv(options: dict) -> list[str]:
     """train.py's options that build the network of `options` from scratch."""
     return ["--backbone", options["backbone"], *(["--stem", options["stem"]] if options["stem"] else []),
-            *(["--resize", str(options["resize"])] if options.get("resize") else [])]
+            *(["--resize", str(options["resize"])] if options.get("resize") else []),
+            *(["--patch-topk", str(options["patch_topk"])] if options.get("patch_topk") else [])]
 
 
 def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:

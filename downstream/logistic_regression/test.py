@@ -12,7 +12,7 @@ from common.features import FeatureDataModule
 from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint, test_parser
 from downstream.logistic_regression.references import references
-from downstream.logistic_regression.train import RANDOM, REFERENCES, frozen_encoder
+from downstream.logistic_regression.train import IMAGENET, RANDOM, REFERENCES, frozen_encoder
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
@@ -31,8 +31,8 @@ def main(argv=None):
     reference = args.encoder or head.hparams.encoder
     if reference is None:
         raise UserError(f"{path.name} does not record its encoder", "pass --encoder pretrain-<dataset> or a path")
-    network = ((head.hparams.backbone, head.hparams.stem, head.hparams.get("resize")) if reference == RANDOM
-               else (None, None, None))
+    network = ((head.hparams.backbone, head.hparams.stem, head.hparams.get("resize"), head.hparams.get("patch_topk"))
+               if reference in (RANDOM, IMAGENET) else (None,) * 4)
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)

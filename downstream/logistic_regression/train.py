@@ -18,11 +18,12 @@ from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
+from models.imagenet import IMAGENET, imagenet_encoder
 from models.pixels import PIXELS, RawPixels
 from utils import UserError, resolve_encoder, run_cli, seed_everything
 
 RANDOM = "random"  # --encoder random: a randomly initialised (seeded) backbone, the no-pretraining reference
-REFERENCES = (RANDOM, PIXELS)  # --encoder values that name no checkpoint
+REFERENCES = (RANDOM, PIXELS, IMAGENET)  # --encoder values that name no checkpoint of ours
 
 
 def parse_args(argv=None):
@@ -31,9 +32,10 @@ def parse_args(argv=None):
     add_samples_per_class(parser)
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint of any pretraining method (or a finetuned one), path or run name, "
-                             f"'{RANDOM}' for a randomly initialised --backbone, or '{PIXELS}' for the raw pixels; "
+                             f"'{RANDOM}' for a randomly initialised --backbone, '{IMAGENET}' for torchvision's supervised ImageNet "
+                             f"weights (ResNets), or '{PIXELS}' for the raw pixels; "
                              "default pretrain-<dataset> (-<size> when not 28)")
-    add_backbone_options(parser, "with --encoder random")
+    add_backbone_options(parser, "with --encoder random or imagenet")
     parser.add_argument("--solver", choices=linear_probe.SOLVERS, default="adamw",
                         help="adamw: the study's head, minibatch AdamW for --epochs; lbfgs: the transfer protocol of "
                              "Chen et al. 2020, standardised features, full-batch L-BFGS, l2 strength chosen on val "
@@ -44,17 +46,25 @@ def parse_args(argv=None):
 
 
 def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
-                   stem: str | None = None, resize: int | None = None):
+                   stem: str | None = None, resize: int | None = None, patch_topk: int | None = None):
     """The encoder named by --encoder (path, run name, 'random' or 'pixels'), frozen, and its path (or the
     reference's name)."""
-    if reference == PIXELS and backbone is None and stem is None and resize is None:
+    network_given = backbone is not None or stem is not None or resize is not None or patch_topk is not None
+    if reference == PIXELS and not network_given:
         return RawPixels(data.num_channels, data.size, data.dims), PIXELS
     if reference == RANDOM:
-        options = new_network(backbone, stem, data.num_channels, data.size, resize, data.dims)
+        options = new_network(backbone, stem, data.num_channels, data.size, resize, data.dims, patch_topk)
         torch.manual_seed(seed)
         return build_backbone(**options).requires_grad_(False), RANDOM
-    if backbone is not None or stem is not None or resize is not None:
-        raise UserError("--backbone, --stem and --resize choose the network of --encoder random only",
+    if reference == IMAGENET:
+        if patch_topk is not None:
+            raise UserError("--patch-topk: ImageNet weights are for ResNets, which have no patch tokens",
+                            "leave --patch-topk out with --encoder imagenet")
+        encoder = imagenet_encoder(backbone, data.num_channels, data.size, stem, resize, data.dims)
+        return encoder.requires_grad_(False), IMAGENET
+    if network_given:
+        raise UserError("--backbone, --stem, --resize and --patch-topk choose the network of --encoder random or "
+                        "imagenet only",
                         "the raw pixels have no network" if reference == PIXELS else
                         f"the network of {reference} is the one its checkpoint records")
     path = resolve_encoder(reference, "--encoder", also=("resnet",))
@@ -69,7 +79,7 @@ def main(argv=None):
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data, args.seed,
-                                           args.backbone, args.stem, args.resize)
+                                           args.backbone, args.stem, args.resize, args.patch_topk)
     return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
 
 
@@ -87,7 +97,8 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
         encoder=str(encoder_path), encoder_md5=None if encoder_path in REFERENCES else file_md5(encoder_path),
         seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
         backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"],
-        resize=encoder.backbone_options.get("resize"), solver=args.solver)
+        resize=encoder.backbone_options.get("resize"), patch_topk=encoder.backbone_options.get("patch_topk"),
+        solver=args.solver)
     config = {**vars(args), "name": name, "encoder": str(encoder_path), "data_file": str(data.path),
               **encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",

@@ -33,10 +33,11 @@ class FinetuneClassifier(ClassifierModule):
         channels_last: bool = True,
         stage: str = "resnet",
         resize: int | None = None,
+        patch_topk: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = build_backbone(backbone, in_channels, size, stem, resize)
+        self.encoder = build_backbone(backbone, in_channels, size, stem, resize, patch_topk)
         self.hparams.stem = self.encoder.backbone_options["stem"]
         self.head = linear_head(self.encoder.feature_dim, num_classes)
         self.memory_format = memory_format(backbone_dims(self.encoder), channels_last)

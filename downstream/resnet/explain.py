@@ -1,0 +1,52 @@
+"""Heat maps of a finetuned or baseline classifier: a PNG grid of images with where the network looked.
+
+    python downstream/resnet/explain.py --checkpoint downstream-breastmnist            # test split, 16 images
+    python downstream/resnet/explain.py --checkpoint baseline-breastmnist --split val --n 8
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import explain
+from common.data import MedMNISTDataModule
+from common.testing import open_checkpoint
+from downstream.resnet.module import FinetuneClassifier
+from downstream.resnet.test import finetuned
+from models.checkpoints import read_checkpoint
+from utils import run_cli
+
+TENSORBOARD_SPLIT = "val"  # the grid logged at the end of a finetuning run: the test split stays for test.py
+
+
+def title(model: FinetuneClassifier, path: Path) -> str:
+    init = model.hparams.init
+    start = "from scratch (baseline)" if init is None else f"from {Path(init).stem}"
+    return f"{path.stem}: {model.hparams.backbone} finetuned {start}"
+
+
+def log_heatmaps(final: Path, data: MedMNISTDataModule, tensorboard_dir: str | None) -> Path | None:
+    """The grid of the finished run on the validation split, beside its checkpoint and in its TensorBoard run
+    (image `val/heatmaps`); nothing for volumes or networks without heat maps."""
+    model = finetuned(final, read_checkpoint(final), data)
+    try:
+        png = explain.explain(model, model.encoder, data, TENSORBOARD_SPLIT, explain.N_IMAGES, 0,
+                              explain.default_png(final, TENSORBOARD_SPLIT), title(model, final))
+    except explain.UserError:
+        return None
+    if tensorboard_dir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(tensorboard_dir) as writer:
+            writer.add_image(f"{TENSORBOARD_SPLIT}/heatmaps", explain.grid_image(png), global_step=0)
+    return png
+
+
+def main(argv=None):
+    args = explain.explain_parser("Heat maps of a finetuned or baseline classifier.").parse_args(argv)
+    path, ckpt, data = open_checkpoint(args, ["resnet"], ("resnet",))
+    model = finetuned(path, ckpt, data)
+    return explain.run(args, model, model.encoder, data, path, title(model, path))
+
+
+if __name__ == "__main__":
+    run_cli(main)
