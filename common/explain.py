@@ -106,8 +106,9 @@ def caption(names: list[str], true, predicted: int, probability: float, multilab
 
 
 def explain(model: nn.Module, encoder: nn.Module, data: MedMNISTDataModule, split: str, n: int, seed: int,
-            path: Path, title: str, device: torch.device | None = None) -> Path:
-    """Predict the split, pick n images (a mix of right and wrong), draw their heat maps into the PNG `path`."""
+            path: Path, title: str, device: torch.device | None = None, limit: int | None = None) -> Path:
+    """Predict the split (or, with `limit`, that many of its images drawn with `seed`), pick n images (a mix of
+    right and wrong), draw their heat maps into the PNG `path`."""
     if data.dims != 2:
         raise UserError("heat maps are drawn for 2D images only", "choose a 2D data set")
     try:
@@ -117,6 +118,10 @@ def explain(model: nn.Module, encoder: nn.Module, data: MedMNISTDataModule, spli
     device = device or torch.device("cpu")
     model = model.to(device).eval()
     images, labels = data.splits[split]
+    sampled = limit is not None and len(images) > limit
+    if sampled:
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        images, labels = images[keep.to(images.device)], labels[keep.to(labels.device)]
     probabilities = predict(model, images, data.multilabel, device)
     predicted = probabilities.argmax(dim=1)
     labels = labels.cpu()
@@ -127,7 +132,8 @@ def explain(model: nn.Module, encoder: nn.Module, data: MedMNISTDataModule, spli
     captions = [caption(data.class_names, labels[i], int(predicted[i]), float(probabilities[i, predicted[i]]),
                         data.multilabel) for i in chosen.tolist()]
     accuracy = float(correct.float().mean())
-    heading = f"{title}\n{data.flag} {split}: {method}; {int(correct.sum())}/{len(correct)} right ({accuracy:.1%})"
+    of = f" of {len(correct)} drawn at random" if sampled else ""
+    heading = f"{title}\n{data.flag} {split}: {method}; {int(correct.sum())}/{len(correct)} right{of} ({accuracy:.1%})"
     return render(images[chosen].cpu(), maps, captions, heading, path)
 
 

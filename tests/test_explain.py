@@ -208,3 +208,18 @@ def test_grad_cam_reads_a_block_with_room_for_a_map_at_28_px():
     maps = heatmaps(model, encoder, torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1]))
     assert torch.isfinite(maps).all() and maps.shape == (4, 28, 28)
     assert all(float(m.max()) == pytest.approx(1.0) and float(m.std()) > 0.05 for m in maps if m.max() > 0)
+
+
+def test_a_grid_can_be_drawn_from_a_sample_of_a_large_split(tmp_path, data_dir):
+    """Finetuning draws its TensorBoard grid from at most 1,024 validation images; `limit` samples them."""
+    from common import explain
+    from common.data import MedMNISTDataModule
+
+    data = MedMNISTDataModule("bloodmnist", 28, data_dir).load()
+    encoder = build_backbone("small_cnn", 3, 28)
+    model = nn.Sequential(encoder, nn.Linear(encoder.feature_dim, data.num_classes))
+    png = explain.explain(model, encoder, data, "val", 4, 0, tmp_path / "grid.png", "sampled", limit=10)
+    assert png.is_file() and mpimg.imread(png).shape[0] > 200
+    with pytest.raises(explain.UserError, match="2D images only"):
+        explain.explain(model, encoder, MedMNISTDataModule("adrenalmnist3d", 28, data_dir), "val", 4, 0,
+                        tmp_path / "x.png", "volumes")
