@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import medmnist
@@ -319,9 +320,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
         if self.resolved_storage() == "memory":
             splits = load_splits(self.path, self.info, self.dims)
         else:
-            check = lambda split, shape, dtype, labels: check_split(self.path, self.info, self.dims, split, shape,  # noqa: E731
-                                                                    dtype, labels)
-            cache = open_cache(self.path, SPLITS, check)
+            cache = open_cache(self.path, SPLITS, partial(check_split, self.path, self.info, self.dims))
             self.mapped = {split: images for split, (images, _) in cache.items()}
             splits = {split: (images.tensor, label_tensor(labels, self.info)) for split, (images, labels) in cache.items()}
         images, labels = splits["train"]
@@ -348,12 +347,10 @@ class MedMNISTDataModule(pl.LightningDataModule):
         keep = select_subset(labels, samples, samples_per_class, seed, self.num_classes)
         data = MedMNISTDataModule(self.flag, self.size, self.path.parent, self.batch_size, self.eval_batch_size,
                                   samples, samples_per_class, seed, self.drop_last, download=False, storage=self.storage)
-        data.mapped = {split: images for split, images in self.mapped.items() if split != "train"}
-        if len(keep) < len(labels):
-            data.splits = {**self.splits, "train": (images[keep], labels[keep])}
-        else:
-            data.splits, data.mapped["train"] = dict(self.splits), self.mapped.get("train")
-        data.mapped = {split: images for split, images in data.mapped.items() if images is not None}
+        data.splits, data.mapped = dict(self.splits), dict(self.mapped)
+        if len(keep) < len(labels):  # the subset goes to memory
+            data.splits["train"] = (images[keep], labels[keep])
+            data.mapped.pop("train", None)
         return data
 
     def setup(self, stage: str | None = None) -> None:
