@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.data import IN_MEMORY_BYTES, STORAGES
+from common.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
 DEFAULT_SIZE = 28  # MedMNIST's original image size

@@ -21,14 +21,13 @@ import torch
 
 from common import prefetch
 from common.cache import images_nbytes, open_cache
+from common.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
 SIZES = (28, 64, 128, 224)  # the sizes MedMNIST+ ships for 2D flags
 SIZES_3D = (28, 64)  # and for 3D flags (28^3, 64^3 voxels)
 FLAGS_3D = tuple(flag for flag in medmnist.INFO if flag.endswith("3d"))
 SPLITS = ("train", "val", "test")
-STORAGES = ("auto", "memory", "mmap")
-IN_MEMORY_BYTES = 2 << 30  # ours: larger sets (uncompressed images) are memory-mapped from a cache (common/cache.py)
 GPU_DATA_SHARE = 0.5  # ours: a set stays on the GPU only if it takes at most half of its free memory
 DEFAULT_DATA_DIR = Path(medmnist.info.DEFAULT_ROOT)
 

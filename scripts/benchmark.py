@@ -41,8 +41,8 @@ from scripts import benchmarking as bench
 from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
 from common.cli import Parser, new_network, positive_int
 from common.cache import images_nbytes
-from common.data import (DEFAULT_DATA_DIR, SIZES, STORAGES, MedMNISTDataModule, dataset_info, npz_path,
-                         spatial_dims)
+from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
+from common.storage import STORAGES
 from common.synthetic import write_synthetic
 from common.trainer import check_precision, peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
