@@ -7,7 +7,6 @@ Gaussian kernel with reflect padding).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from common.augment_ops import gaussian_kernels
 

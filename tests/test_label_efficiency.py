@@ -1,5 +1,4 @@
 """scripts/label_efficiency.py: every cell run and tested, resumable after a kill, its summary and plot."""
-import csv
 import statistics
 from pathlib import Path
 

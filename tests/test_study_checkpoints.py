@@ -5,10 +5,8 @@ import pickle
 
 import pytest
 import torch
-import torchvision
 
 import study_format
-from common.normalize import normalize
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from common.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
