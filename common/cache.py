@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.npy_stream import member_shape, read_chunks
+from common.npy_stream import member_shape, read_chunks, write_npy
 from utils import UserError
 
 CACHE_VERSION = 1
@@ -65,6 +65,13 @@ def channel_first(chunk: np.ndarray, rgb: bool) -> np.ndarray:
     return np.moveaxis(chunk, -1, 1) if rgb else chunk[:, None]
 
 
+def channel_first_chunks(archive: zipfile.ZipFile, name: str, rgb: bool, progress):
+    """The member's images piece by piece, channel-first, counted on the `progress` bar."""
+    for chunk in read_chunks(archive, name):
+        progress.update(len(chunk))
+        yield channel_first(chunk, rgb)
+
+
 def build_cache(npz: Path, splits: tuple[str, ...], check) -> Path:
     """Decode every split of `npz` into its cache folder, piece by piece. `check(split, shape, dtype, labels)`
     validates a split before it is written and returns whether its images are RGB (channel-last in the npz)."""
@@ -84,17 +91,12 @@ def build_cache(npz: Path, splits: tuple[str, ...], check) -> Path:
                 rgb = check(split, shape, dtype, labels)
                 np.save(partial / f"{split}_labels.npy", labels)
                 target_shape = (shape[0], shape[-1], *shape[1:-1]) if rgb else (shape[0], 1, *shape[1:])
-                header = {"descr": "|u1", "fortran_order": False, "shape": target_shape}
                 # plain writes, not a writable mapping: its dirty pages would count as this process's memory
                 with open(partial / f"{split}_images.npy", "wb") as target, tqdm(
                         total=shape[0], desc=f"decoding {npz.name} {split} into {final.name}", unit="image",
                         leave=False) as progress:
-                    np.lib.format.write_array_header_1_0(target, header)
-                    for chunk in read_chunks(archive, f"{split}_images.npy"):
-                        target.write(np.ascontiguousarray(channel_first(chunk, rgb)).tobytes())
-                        progress.update(len(chunk))
-                    if progress.n != shape[0]:
-                        raise ValueError(f"{split}_images holds {progress.n} of {shape[0]} images")
+                    write_npy(target, f"{split}_images", target_shape, np.uint8,
+                              channel_first_chunks(archive, f"{split}_images.npy", rgb, progress))
         (partial / MANIFEST).write_text(json.dumps({"stamp": source_stamp(npz), "splits": list(splits)}, indent=2))
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:
         shutil.rmtree(partial, ignore_errors=True)

@@ -17,11 +17,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.cli import data_parser, positive_int  # noqa: E402
+from common.cli import positive_int  # noqa: E402
 from common.data import MedMNISTDataModule, eval_batch  # noqa: E402
 from common.features import feature_device  # noqa: E402
 from common.heatmaps import heatmaps, method_name  # noqa: E402
 from common.normalize import normalize, to_unit  # noqa: E402
+from common.testing import test_parser  # noqa: E402
 from utils import UserError, atomic_path  # noqa: E402
 
 N_IMAGES = 16  # ours: a 4 x 4 grid
@@ -30,9 +31,7 @@ OVERLAY_ALPHA = 0.45  # the heat map's opacity over the image
 
 def explain_parser(description: str):
     """The options of every explain.py: the checkpoint, the split, how many images, where the PNG goes."""
-    parser = data_parser(description)
-    parser.set_defaults(dataset=None, size=None)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint path or run name of this stage")
+    parser = test_parser(description)  # test.py's: --checkpoint, data options defaulting to the recorded ones
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--n", type=positive_int, default=N_IMAGES, help="images in the grid")
     parser.add_argument("--out", type=Path, default=None,

@@ -42,14 +42,19 @@ def read_chunks(npz: zipfile.ZipFile, name: str) -> Iterator[np.ndarray]:
             yield np.frombuffer(data, dtype=dtype).reshape(k, *shape[1:])
 
 
-def write_member(npz: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype, chunks: Iterator[np.ndarray]) -> None:
-    """Write `chunks` (consecutive rows, together `shape`) as the .npy member `name` of an open, writable zip."""
+def write_npy(stream: BinaryIO, name: str, shape: tuple[int, ...], dtype, chunks: Iterator[np.ndarray]) -> None:
+    """Write `chunks` (consecutive rows, together `shape`) as a C-ordered .npy to the writable `stream`."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(stream, header)
     written = 0
-    with npz.open(name, "w", force_zip64=True) as stream:
-        np.lib.format.write_array_header_1_0(stream, header)
-        for chunk in chunks:
-            stream.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
-            written += len(chunk)
+    for chunk in chunks:
+        stream.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+        written += len(chunk)
     if written != shape[0]:
         raise ValueError(f"{name}: wrote {written} rows of {shape[0]}")
+
+
+def write_member(npz: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype, chunks: Iterator[np.ndarray]) -> None:
+    """write_npy as the member `name` of an open, writable zip."""
+    with npz.open(name, "w", force_zip64=True) as stream:
+        write_npy(stream, name, shape, dtype, chunks)
