@@ -14,10 +14,12 @@ from typing import Callable
 
 import torch
 
-from .augment3d import SEQUENCES_3D, STEPS_3D
+from .augment3d import STEPS_3D
 from .augment_ops import (color_jitter, equalize_luma, gaussian_blur, grayscale, hflip,
                           resized_crop, sharpness)
 from .sampling import Generator, bernoulli, uniform
+from .sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, SEQUENCES, SEQUENCES_3D, augmentation_dims, scaled_crop_scale,
+                        scaled_ranges)
 
 # Parameters of the study "Evaluating SimCLR for Medical Image Classification".
 FLIP_P = 0.5
@@ -31,26 +33,8 @@ BLUR_KERNEL = 9
 BLUR_SIGMA = (0.1, 2.0)
 EQUALIZE_P = 0.5
 SHARPNESS_RANGE = (1.0, 10.0)  # factor, applied always
+JITTER_LIMITS = (0.9, 0.9, 0.9, 0.5)  # ours, for --aug-strength above 1: factors stay above 0.1, hue within torchvision's
 
-# The study's four sequences, applied in this order to each view.
-SEQUENCES = {
-    "natural": ("flip", "crop", "jitter_strong", "grey", "blur"),
-    "simple": ("crop", "jitter_strong", "blur"),
-    "novel": ("flip", "crop", "jitter_weak", "grey", "blur", "equalize", "sharpness"),
-    "greyscale": ("flip", "crop", "blur", "equalize", "sharpness"),
-}
-AUGMENTATIONS = tuple(SEQUENCES)  # ("natural", "simple", "novel", "greyscale"): for images
-AUGMENTATIONS_3D = tuple(SEQUENCES_3D)  # ("volume",): for volumes
-ALL_AUGMENTATIONS = AUGMENTATIONS + AUGMENTATIONS_3D
-
-
-def default_augmentation(dims: int) -> str:
-    """--aug when not given: the study's `novel` for images, `volume` for volumes."""
-    return AUGMENTATIONS_3D[0] if dims == 3 else "novel"
-
-
-def augmentation_dims(name: str) -> int:
-    return 3 if name in SEQUENCES_3D else 2
 
 # ----------------------------------------------------------------- sampling
 
@@ -103,58 +87,61 @@ def sample_jitter(n: int, strength: tuple[float, float, float, float],
 
 
 # -------------------------------------------------------------- random steps
-# Each step: (x (N, C, H, W), generator, size) -> augmented x.
+# Each step: (x (N, C, H, W), generator, size, strength) -> augmented x; strength: --aug-strength (common.sequences).
 
 
-def _flip(x, g, size):
+def _flip(x, g, size, strength):
     return hflip(x, bernoulli(len(x), FLIP_P, g, x.device))
 
 
-def _crop(x, g, size):
-    boxes = sample_resized_crop(len(x), x.shape[-2], x.shape[-1], g, x.device)
+def _crop(x, g, size, strength):
+    boxes = sample_resized_crop(len(x), x.shape[-2], x.shape[-1], g, x.device, scaled_crop_scale(CROP_SCALE, strength))
     return resized_crop(x, boxes, size)
 
 
-def _jitter(x, g, size, strength):
-    params = sample_jitter(len(x), strength, g, x.device)
+def _jitter(x, g, size, strength, ranges):
+    params = sample_jitter(len(x), scaled_ranges(ranges, strength, JITTER_LIMITS), g, x.device)
     return color_jitter(x, *params, mask=bernoulli(len(x), JITTER_P, g, x.device))
 
 
-def _grey(x, g, size):
+def _grey(x, g, size, strength):
     return grayscale(x, bernoulli(len(x), GREY_P, g, x.device))
 
 
-def _blur(x, g, size):
+def _blur(x, g, size, strength):
     return gaussian_blur(x, uniform(len(x), *BLUR_SIGMA, g, x.device), BLUR_KERNEL)
 
 
-def _equalize(x, g, size):
+def _equalize(x, g, size, strength):
     return equalize_luma(x, bernoulli(len(x), EQUALIZE_P, g, x.device))
 
 
-def _sharpness(x, g, size):
+def _sharpness(x, g, size, strength):
     return sharpness(x, uniform(len(x), *SHARPNESS_RANGE, g, x.device))
 
 
 STEPS: dict[str, Callable] = {
     "flip": _flip, "crop": _crop, "grey": _grey, "blur": _blur,
-    "jitter_strong": partial(_jitter, strength=JITTER_STRONG),
-    "jitter_weak": partial(_jitter, strength=JITTER_WEAK),
+    "jitter_strong": partial(_jitter, ranges=JITTER_STRONG),
+    "jitter_weak": partial(_jitter, ranges=JITTER_WEAK),
     "equalize": _equalize, "sharpness": _sharpness,
     **STEPS_3D,
 }
 
 
 class Augmentation(torch.nn.Module):
-    """One of the study's sequences (or the 3D one); forward(x, generator) -> one view per image."""
+    """One of the study's sequences (or the 3D one); forward(x, generator) -> one view per image. `strength`
+    (--aug-strength, common.sequences): 1 is the sequence as published."""
 
-    def __init__(self, name: str, size: int):
+    def __init__(self, name: str, size: int, strength: float = AUG_STRENGTH):
         super().__init__()
+        if not strength > 0:
+            raise ValueError(f"augmentation strength must be positive, got {strength}")
         sequences = {**SEQUENCES, **SEQUENCES_3D}
         if name not in sequences:
             raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(ALL_AUGMENTATIONS)}")
         self.name, self.size, self.dims = name, int(size), augmentation_dims(name)
-        self.steps = sequences[name]
+        self.steps, self.strength = sequences[name], float(strength)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -163,12 +150,12 @@ class Augmentation(torch.nn.Module):
         if x.dim() != 2 + self.dims:
             raise ValueError(f"augmentation {self.name!r} takes {2 + self.dims}-d batches, got shape {tuple(x.shape)}")
         for step in self.steps:
-            x = STEPS[step](x, generator, self.size)
+            x = STEPS[step](x, generator, self.size, self.strength)
         return x.clamp(0.0, 1.0)  # blur/crop can overshoot 1 by float rounding
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, size={self.size}, steps={self.steps}"
+        return f"name={self.name!r}, size={self.size}, strength={self.strength:g}, steps={self.steps}"
 
 
-def build_augmentation(name: str, size: int) -> Augmentation:
-    return Augmentation(name, size)
+def build_augmentation(name: str, size: int, strength: float = AUG_STRENGTH) -> Augmentation:
+    return Augmentation(name, size, strength)

@@ -16,6 +16,7 @@ import torch
 
 from common.augment3d_ops import PLANES, add_noise, adjust_gamma3d, gaussian_blur3d, resample3d, scale_shift
 from common.sampling import Generator, bernoulli, uniform
+from common.sequences import scaled_crop_scale, scaled_ranges
 
 FLIP_P_3D = 0.5  # per axis: SimCLR's flip probability; nnU-Net mirrors each axis with 0.5 too
 CROP_SCALE_3D = (0.25, 1.0)  # ours: fraction of the volume kept (each side >= 63% on average); SimCLR's 0.08 of an area
@@ -25,6 +26,7 @@ ROTATE_P = 0.5  # ours: a quarter turn (1-3 of them) in one of the three planes,
 INTENSITY_P = 0.8  # SimCLR's colour-jitter probability
 INTENSITY_SCALE = (0.75, 1.25)  # nnU-Net's multiplicative brightness range
 INTENSITY_SHIFT = (-0.1, 0.1)  # ours: an additive offset of up to a tenth of the range
+INTENSITY_LIMITS = (0.9, 0.5)  # ours, for --aug-strength above 1: scale factor above 0.1, offset within half the range
 GAMMA_P = 0.5
 GAMMA_RANGE = (0.7, 1.5)  # nnU-Net's
 BLUR_P_3D = 0.5  # SimCLR's blur probability
@@ -57,27 +59,28 @@ def sample_resized_crop3d(n: int, size: tuple[int, int, int], generator: Generat
 
 
 # -------------------------------------------------------------- random steps
-# Each step: (x (N, C, D, H, W), generator, size) -> augmented x; the random crop, turns and flips are one step,
+# Each step: (x (N, C, D, H, W), generator, size, strength) -> augmented x; the random crop, turns and flips are one step,
 # so each view is resampled once.
 
 
-def _crop_turn_flip(x, g, size):
+def _crop_turn_flip(x, g, size, strength):
     n = len(x)
-    boxes = sample_resized_crop3d(n, tuple(x.shape[-3:]), g, x.device)
+    boxes = sample_resized_crop3d(n, tuple(x.shape[-3:]), g, x.device, scaled_crop_scale(CROP_SCALE_3D, strength))
     turns = torch.randint(1, 4, (n,), generator=g, device=x.device) * bernoulli(n, ROTATE_P, g, x.device)
     plane = torch.randint(0, len(PLANES), (n,), generator=g, device=x.device)
     flips = torch.rand(n, 3, generator=g, device=x.device) < FLIP_P_3D
     return resample3d(x, boxes, size, turns, plane, flips)
 
 
-def _intensity(x, g, size):
+def _intensity(x, g, size, strength):
     n = len(x)
-    scale, shift = uniform(n, *INTENSITY_SCALE, g, x.device), uniform(n, *INTENSITY_SHIFT, g, x.device)
+    spread, offset = scaled_ranges((INTENSITY_SCALE[1] - 1, INTENSITY_SHIFT[1]), strength, INTENSITY_LIMITS)
+    scale, shift = uniform(n, 1 - spread, 1 + spread, g, x.device), uniform(n, -offset, offset, g, x.device)
     keep = ~bernoulli(n, INTENSITY_P, g, x.device)
     return scale_shift(x, torch.where(keep, 1.0, scale), torch.where(keep, 0.0, shift))
 
 
-def _gamma(x, g, size):
+def _gamma(x, g, size, strength):
     n = len(x)
     gamma = uniform(n, *GAMMA_RANGE, g, x.device)
     return adjust_gamma3d(x, torch.where(bernoulli(n, GAMMA_P, g, x.device), gamma, 1.0))
@@ -92,13 +95,13 @@ def _on_some(x, mask, op):
     return out
 
 
-def _blur3d(x, g, size):
+def _blur3d(x, g, size, strength):
     n = len(x)
     sigma, blurred = uniform(n, *BLUR_SIGMA_3D, g, x.device), bernoulli(n, BLUR_P_3D, g, x.device)
     return _on_some(x, blurred, lambda v: gaussian_blur3d(v, sigma[blurred], BLUR_KERNEL_3D))
 
 
-def _noise(x, g, size):
+def _noise(x, g, size, strength):
     n = len(x)
     std, noisy = uniform(n, *NOISE_STD, g, x.device), bernoulli(n, NOISE_P, g, x.device)
     return _on_some(x, noisy, lambda v: add_noise(v, std[noisy], torch.randn(v.shape, generator=g, device=v.device,
@@ -107,5 +110,3 @@ def _noise(x, g, size):
 
 STEPS_3D = {"crop_turn_flip": _crop_turn_flip, "intensity": _intensity, "gamma": _gamma, "blur3d": _blur3d,
             "noise": _noise}
-# one random resized crop, quarter turn and flips per view (one resampling), then intensity, gamma, blur, noise
-SEQUENCES_3D = {"volume": ("crop_turn_flip", "intensity", "gamma", "blur3d", "noise")}

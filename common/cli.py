@@ -1,50 +1,268 @@
-"""The command-line options every stage shares, and their checks (one-line errors, exit code 2)."""
+"""The command-line options every stage shares, their checks, and configuration files.
+
+Every option is checked as it is parsed, before anything is imported that takes seconds (torch, Lightning) and
+before a run folder exists: numbers against their ranges (`Number`), names against their lists, the data set and
+its size against MedMNIST's table (common.flags), the accelerator against this machine (common.hardware). Each
+mistake is one line, `error: ...`, exit code 2.
+
+Train commands take `--config FILE` (YAML or JSON: option names as keys, with - or _; the `config.json` a run
+writes is taken as is) under the command line, which overrides it, and `--print-config`, which prints the
+resolved options as YAML (a file `--config` takes) and exits.
+"""
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+import math
 import sys
+from pathlib import Path
+from typing import Callable
 
+from common.flags import DEFAULT_DATA_DIR, check_size, dataset_info
+from common.hardware import ACCELERATORS, PRECISIONS, check_hardware
 from common.storage import IN_MEMORY_BYTES, STORAGES
+from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem, default_backbone
+from models.stem_table import STEMS
 from utils import UserError
 
 DEFAULT_SIZE = 28  # MedMNIST's original image size
 DEFAULT_DATASET = "bloodmnist"  # the study's first example
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
+# what a command does rather than how it trains: from the command line only, skipped in --config files (a saved
+# config.json of a resumed run says resume: true, and rerunning it under a new --name must not resume)
+COMMAND_ONLY = ("config", "print_config", "resume", "overwrite", "help")
+
+
+class Number:
+    """An argparse type: an int or float within [low, high] (an end excluded where `open_low`/`open_high`), or a
+    one-line error saying the range. `outside()` gives values just outside it (the tests try them all)."""
+
+    def __init__(self, kind: type = int, low: float | None = None, high: float | None = None,
+                 open_low: bool = False, open_high: bool = False):
+        self.kind, self.low, self.high, self.open_low, self.open_high = kind, low, high, open_low, open_high
+        self.__name__ = kind.__name__  # argparse names the type in some messages
+
+    def describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{noun} {'>' if self.open_low else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{noun} {'<' if self.open_high else '<='} {self.high:g}"
+        return noun
+
+    def __call__(self, text: str):
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}") from None
+        if not math.isfinite(value) or not self.within(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+        return value
+
+    def within(self, value) -> bool:
+        if self.low is not None and (value < self.low or (self.open_low and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.open_high and value == self.high))
+
+    def outside(self) -> list[str]:
+        """Values this type refuses: just beyond each end, a non-number, and for floats nan and inf."""
+        step = 1 if self.kind is int else 1e-9
+        values = ["x"]
+        if self.low is not None:
+            values.append(str(self.low if self.open_low else self.kind(self.low - step)))
+        if self.high is not None:
+            values.append(str(self.high if self.open_high else self.kind(self.high + step)))
+        if self.kind is float:
+            values += ["nan", "inf"]
+        return values
+
+
+POSITIVE_INT = Number(int, 1)
+NON_NEGATIVE_INT = Number(int, 0)
+SEED = Number(int, 0, SEED_MAX)
+POSITIVE = Number(float, 0, open_low=True)
+LEARNING_RATE = Number(float, 0, 10, open_low=True)  # ours: above 10 no optimiser here converges
+WEIGHT_DECAY = Number(float, 0, 1)  # decoupled (AdamW) or L2 (SGD): 1 already shrinks weights by lr per step
+TEMPERATURE = Number(float, 0, 10, open_low=True)  # ours: above 10 the softmax is flat
+MOMENTUM = Number(float, 0, 1, open_high=True)  # a moving average's: 1 would never move
+FRACTION = Number(float, 0, 1, open_high=True)
+
+
+def dataset_flag(text: str) -> str:
+    """--dataset: a MedMNIST flag (common.flags), or the closest one named."""
+    try:
+        dataset_info(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def devices(text: str) -> str:
+    """--devices: auto or a positive number (kept as text: Lightning takes both)."""
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"must be auto or a positive integer, got {text!r}")
+    return text
+
+
+def read_config(path: Path) -> dict:
+    """The options of a YAML or JSON file: a mapping of option names to values, or a run's saved config.json
+    (its "options")."""
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    import yaml
+
+    text = path.read_text()
+    try:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:  # each names the line
+        raise UserError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                        f"{' '.join(str(err).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path}: expected a mapping of option names to values, got {type(values).__name__}")
+    if isinstance(values.get("options"), dict):  # a run's config.json: options, and what the run recorded
+        values = values["options"]
+    return values
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line `error: ...` instead of a usage dump."""
+    """argparse with a one-line `error: ...` instead of a usage dump, no abbreviated options, checks run after
+    parsing (`checks`: functions of the parsed options raising UserError), and --config / --print-config where
+    add_config_options added them."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --conf would otherwise be --config: say what you mean
+        super().__init__(*args, **kwargs)
+        self.checks: list[Callable[[argparse.Namespace], None]] = []
+        self.source: str | None = None  # the --config file being read, named in its errors
 
     def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        where = f"{self.source}: " if self.source else ""
+        print(f"error: {where}{message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
+    def options(self) -> dict[str, argparse.Action]:
+        """dest -> action of every --option."""
+        return {action.dest: action for action in self._actions if action.option_strings}
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    def parse_args(self, args=None, namespace=None):
+        argv = list(sys.argv[1:] if args is None else args)
+        prior: list[str] = []
+        if "config" in self.options():
+            pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+            pre.add_argument("--config", type=Path)
+            config = pre.parse_known_args(argv)[0].config
+            if config is not None:
+                prior = self.config_argv(config)
+                self.source = str(config)
+                super().parse_args(prior)  # errors in the file name the file
+                self.source = None
+        parsed = super().parse_args(prior + argv, namespace)  # the command line after the file: it overrides it
+        for check in self.checks:
+            try:
+                check(parsed)
+            except UserError as err:
+                self.error(str(err))
+        if getattr(parsed, "print_config", False):
+            print(config_yaml(self, parsed), end="")
+            sys.exit(0)
+        return parsed
+
+    def config_argv(self, path: Path) -> list[str]:
+        """The options of file `path` as command-line words; an unknown key is an error naming the closest one."""
+        try:
+            values = read_config(path)
+        except UserError as err:
+            self.error(str(err))
+        actions, argv = self.options(), []
+        for key, value in values.items():
+            dest = str(key).replace("-", "_")
+            if dest in COMMAND_ONLY:
+                continue
+            if dest not in actions:
+                close = difflib.get_close_matches(dest, [d for d in actions if d not in COMMAND_ONLY], n=1, cutoff=0.5)
+                self.source = str(path)
+                self.error(f"unknown option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            argv += option_words(actions[dest], value, path)
+        return argv
+
+
+def option_words(action: argparse.Action, value, path: Path) -> list[str]:
+    """`value` of a config file as the command-line words of `action` (None: the option's default)."""
+    option = action.option_strings[0]
+    if value is None:
+        return []
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise_config(path, f"{action.dest} must be true or false, got {value!r}")
+        return [option if value else "--no-" + option[2:]]
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise_config(path, f"{action.dest} must be true or false, got {value!r}")
+        return [option] if value != action.default else []
+    if isinstance(value, (list, tuple)):
+        if action.nargs not in ("+", "*"):
+            raise_config(path, f"{action.dest} takes one value, got a list")
+        return [option, *map(str, value)]
+    if isinstance(value, (dict, bool)) and action.type is not None:
+        raise_config(path, f"{action.dest} takes {getattr(action.type, '__name__', 'a value')}, got {value!r}")
+    return [f"{option}={value}"]  # one word: a value starting with - stays a value
+
+
+def raise_config(path: Path, message: str):
+    print(f"error: {path}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_yaml(parser: Parser, args: argparse.Namespace) -> str:
+    """The resolved options as YAML that --config reads back."""
+    import yaml
+
+    values = {dest: getattr(args, dest) for dest in parser.options() if dest not in COMMAND_ONLY}
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
+
+
+def add_config_options(parser: Parser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="options from a YAML or JSON file (a run's saved <name>.config.json too); options on the "
+                             "command line override it; --resume and --overwrite are taken from the command line only")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved options as YAML (a file --config takes) and exit")
+
+
+def check_data_options(args: argparse.Namespace) -> None:
+    if args.dataset is not None and args.size is not None:  # test.py's: None until the checkpoint says
+        check_size(args.dataset, args.size)
+    if args.data_dir:  # absolute in the record, so that a rerun of its config finds it from anywhere
+        args.data_dir = str(Path(args.data_dir).expanduser().resolve())
+    check_hardware(args.accelerator, str(args.devices), args.precision)
 
 
 def data_parser(description: str) -> Parser:
     """Options naming the data: dataset flag, image size, folder, seed, hardware."""
     parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+    parser.add_argument("--dataset", type=dataset_flag, default=DEFAULT_DATASET,
                         help="MedMNIST flag, e.g. bloodmnist, breastmnist, or a 3D one: adrenalmnist3d, organmnist3d")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
+    parser.add_argument("--size", type=POSITIVE_INT, default=DEFAULT_SIZE,
                         help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side)")
-    parser.add_argument("--data-dir", default=None, help="folder with the MedMNIST npz files (default ~/.medmnist)")
+    parser.add_argument("--data-dir", default=None, help=f"folder with the MedMNIST npz files (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--data-storage", default="auto", choices=STORAGES,
                         help="memory: read the npz into RAM; mmap: decode it once into an uncompressed cache beside it "
                              "and memory-map that (for sets larger than RAM); auto: mmap above "
                              f"{IN_MEMORY_BYTES / 2**30:.0f} GiB of images")
-    parser.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch and the augmentation")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto, ...")
-    parser.add_argument("--devices", default="auto", help="devices per node (GPUs, or CPU processes), or auto")
-    parser.add_argument("--num-nodes", type=positive_int, default=1,
+    parser.add_argument("--seed", type=SEED, default=0, help="seeds Python, NumPy, torch and the augmentation")
+    parser.add_argument("--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one")
+    parser.add_argument("--devices", type=devices, default="auto", help="devices per node (GPUs, or CPU processes), or auto")
+    parser.add_argument("--num-nodes", type=POSITIVE_INT, default=1,
                         help="machines of a multi-node run (SLURM, torchrun): --devices on each")
-    parser.add_argument("--precision", default="32-true",
-                        help="32-true, 16-mixed or bf16-mixed (bf16 only on hardware that supports it)")
+    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
+                        help="16-mixed and bf16-mixed on GPUs only (bf16 where the GPU supports it)")
+    parser.checks.append(check_data_options)
     return parser
 
 
@@ -53,17 +271,18 @@ def train_parser(description: str, epochs: int, batch_size: int,
     """data_parser plus what every training run takes. `validate`: (option names, default, help) of the
     validation frequency (--val-every 1 unless given)."""
     parser = data_parser(description)
-    parser.add_argument("--epochs", type=positive_int, default=epochs)
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+    add_config_options(parser)
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=epochs)
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size,
                         help="capped at the number of training images")
-    parser.add_argument("--samples", type=int, default=None, help="train on N random training images")
+    parser.add_argument("--samples", type=POSITIVE_INT, default=None, help="train on N random training images")
     parser.add_argument("--name", default=None, help="run name: the model is saved as models/<name>.ckpt")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing models/<name>.ckpt")
     options, default, what = validate or (("--val-every",), 1, "validate every N epochs")
-    parser.add_argument(*options, dest="val_every", type=positive_int, default=default, help=what)
+    parser.add_argument(*options, dest="val_every", type=POSITIVE_INT, default=default, help=what)
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run --name from its last checkpoint (same options)")
-    parser.add_argument("--checkpoint-every-n-steps", type=positive_int, default=None,
+    parser.add_argument("--checkpoint-every-n-steps", type=POSITIVE_INT, default=None,
                         help="also save last.ckpt every N optimiser steps (it is always saved every epoch)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU; first steps slower)")
     parser.add_argument("--deterministic", action="store_true",
@@ -72,15 +291,14 @@ def train_parser(description: str, epochs: int, batch_size: int,
 
 
 def add_samples_per_class(parser: Parser) -> None:
-    parser.add_argument("--samples-per-class", type=int, default=None,
+    parser.add_argument("--samples-per-class", type=POSITIVE_INT, default=None,
                         help="train on N random images of every class (balanced)")
+    parser.checks.append(check_subset_options)
 
 
 def check_subset_options(args: argparse.Namespace) -> None:
-    if args.samples is not None and getattr(args, "samples_per_class", None) is not None:
+    if args.samples is not None and args.samples_per_class is not None:
         raise UserError("--samples and --samples-per-class exclude each other", "give only one")
-    if args.samples is not None and args.samples <= 0:
-        raise UserError(f"--samples must be positive, got {args.samples}", "give a number of training images")
 
 
 def subset_suffix(args: argparse.Namespace) -> str:
@@ -98,25 +316,18 @@ def size_suffix(size: int) -> str:
     return "" if size == DEFAULT_SIZE else f"-{size}"
 
 
-def devices_value(text: str):
-    return int(text) if text.isdigit() else text
-
-
 def add_backbone_options(parser: Parser, when: str) -> None:
     """--backbone and --stem: the network built from scratch (`when` says when that is)."""
-    from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
-    from models.resnet import STEMS
-
     parser.add_argument("--backbone", default=None, choices=list(BACKBONES),
                         help=f"encoder network {when} (default {DEFAULT_BACKBONE}; {DEFAULT_BACKBONE_3D} on 3D data sets)")
     parser.add_argument("--stem", default=None, choices=list(STEMS),
                         help=f"ResNet stem {when}: imagenet (7x7 stride 2 + max-pool, the study's; the default) or "
                              "small (3x3 stride 1, no max-pool: for 28-64 px images, several times the compute); "
                              "3D ResNets: the same in 3D")
-    parser.add_argument("--resize", type=positive_int, default=None,
+    parser.add_argument("--resize", type=POSITIVE_INT, default=None,
                         help=f"upsample every image to N px on the device before the network {when} (e.g. 28 -> 64, "
                              "bilinear; --size picks the stored resolution instead)")
-    parser.add_argument("--patch-topk", type=positive_int, default=None, metavar="K",
+    parser.add_argument("--patch-topk", type=POSITIVE_INT, default=None, metavar="K",
                         help=f"ViTs {when}: the top-K patch head (models/topk_pool.py): the embedding is the "
                              "softmax-weighted mean of the K patch tokens a learned score ranks highest, and the scores "
                              "are a heat map (default: the class token)")
@@ -124,8 +335,6 @@ def add_backbone_options(parser: Parser, when: str) -> None:
 
 def checked_stem(backbone: str, stem: str | None) -> str | None:
     """--stem for `backbone`: its default when not given, a one-line error for a stem it does not have."""
-    from models.backbones import check_stem
-
     try:
         return check_stem(backbone, stem)
     except ValueError as err:
@@ -136,8 +345,6 @@ def new_network(backbone: str | None, stem: str | None, channels: int, size: int
                 dims: int = 2, patch_topk: int | None = None) -> dict:
     """The build_backbone options of a network built from scratch: --backbone (default the study's ResNet-18, or
     its 3D twin for volumes, `dims` 3), --stem and --resize, the dataset's channels and image size."""
-    from models.backbones import BACKBONES, check_patch_topk, default_backbone
-
     backbone = backbone or default_backbone(dims)
     if BACKBONES[backbone].dims != dims:
         kind = {2: "2D images", 3: "3D volumes"}

@@ -8,7 +8,6 @@ no per-image Python, no worker processes. Augmentation happens later, batched, o
 """
 from __future__ import annotations
 
-import difflib
 import os
 import zipfile
 from functools import partial
@@ -21,42 +20,13 @@ import torch
 
 from common import prefetch
 from common.cache import images_nbytes, open_cache
+from common.flags import (DEFAULT_DATA_DIR, FLAGS_3D, SIZES, SIZES_3D, dataset_info, is_multilabel,  # noqa: F401
+                          npz_path, spatial_dims)
 from common.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
-SIZES = (28, 64, 128, 224)  # the sizes MedMNIST+ ships for 2D flags
-SIZES_3D = (28, 64)  # and for 3D flags (28^3, 64^3 voxels)
-FLAGS_3D = tuple(flag for flag in medmnist.INFO if flag.endswith("3d"))
 SPLITS = ("train", "val", "test")
 GPU_DATA_SHARE = 0.5  # ours: a set stays on the GPU only if it takes at most half of its free memory
-DEFAULT_DATA_DIR = Path(medmnist.info.DEFAULT_ROOT)
-
-
-def dataset_info(flag: str) -> dict:
-    """medmnist.INFO[flag] for a MedMNIST flag (2D or 3D); a UserError naming the closest flag otherwise."""
-    if flag in medmnist.INFO:
-        return medmnist.INFO[flag]
-    close = difflib.get_close_matches(flag, list(medmnist.INFO), n=1)
-    hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(medmnist.INFO)}"
-    raise UserError(f"unknown dataset '{flag}'", hint)
-
-
-def spatial_dims(flag: str) -> int:
-    """2 for image flags, 3 for volume flags (MedMNIST names them <organ>mnist3d)."""
-    return 3 if flag in FLAGS_3D else 2
-
-
-def is_multilabel(info: dict) -> bool:
-    return info["task"].startswith("multi-label")  # chestmnist: "multi-label, binary-class"
-
-
-def npz_path(flag: str, size: int, data_dir: Path) -> Path:
-    sizes, what = (SIZES_3D, "3D data sets") if spatial_dims(flag) == 3 else (SIZES, "2D data sets")
-    if size not in sizes:
-        unit = " voxels per side" if spatial_dims(flag) == 3 else " px"
-        raise UserError(f"unsupported size {size} for {flag}", f"{what} come in {', '.join(map(str, sizes))}{unit}")
-    return Path(data_dir) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
-
 
 MIRROR_VARIABLE = "MEDSIMCLR_MEDMNIST_MIRROR"  # a base URL serving the npz files, instead of Zenodo
 

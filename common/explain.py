@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.cli import positive_int  # noqa: E402
+from common.cli import POSITIVE_INT  # noqa: E402
 from common.data import MedMNISTDataModule, eval_batch  # noqa: E402
 from common.features import feature_device  # noqa: E402
 from common.heatmaps import heatmaps, method_name  # noqa: E402
@@ -33,7 +33,7 @@ def explain_parser(description: str):
     """The options of every explain.py: the checkpoint, the split, how many images, where the PNG goes."""
     parser = test_parser(description)  # test.py's: --checkpoint, data options defaulting to the recorded ones
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--n", type=positive_int, default=N_IMAGES, help="images in the grid")
+    parser.add_argument("--n", type=POSITIVE_INT, default=N_IMAGES, help="images in the grid")
     parser.add_argument("--out", type=Path, default=None,
                         help="the PNG (default: <checkpoint>.explain-<split>.png beside the checkpoint)")
     return parser

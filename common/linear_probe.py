@@ -14,18 +14,11 @@ import torch
 from common import lbfgs_probe
 from common.classifier import ClassifierModule
 from common.metrics import classification_loss
+from common.probe_hparams import BATCH_SIZE, EPOCHS, GAMMA, LR, MILESTONES, WEIGHT_DECAY
 from common.safety import check_finite
-from models import linear_head
+from models.heads import linear_head
 from utils import torch_threads
 
-# the study's defaults (REFERENCE.md, "Downstream")
-LR = 1e-3
-WEIGHT_DECAY = 1e-3
-MILESTONES = (0.6, 0.8)  # fractions of max_epochs where the learning rate drops
-GAMMA = 0.1
-BATCH_SIZE = 64  # minibatch of the AdamW updates: min(64, N)
-EPOCHS = 100  # ours: the study left it to the command line
-SOLVERS = ("adamw", "lbfgs")  # the study's minibatch AdamW head; the SimCLR paper's L-BFGS (common.lbfgs_probe)
 
 
 def count_optimizer_step(trainer) -> None:

@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from common.hardware import check_precision
 from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
@@ -77,24 +78,8 @@ def resume_point(stage: str, name: str) -> tuple[int, Path]:
     return max(versions, default=0), newest
 
 
-def uses_gpu(accelerator: str) -> bool:
-    """Whether --accelerator runs on CUDA GPUs (auto: when there is one)."""
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def check_precision(precision: str, accelerator: str) -> None:
-    """Refuse precisions the hardware cannot run well. bf16 autocast on a CPU is refused outright: CPU
-    flags are no guide (a CPU reporting avx512_bf16 ran ResNet-18 ~50x slower in bf16 than in fp32)."""
-    on_gpu = uses_gpu(accelerator)
-    if precision.startswith("bf16") and not (on_gpu and torch.cuda.is_bf16_supported()):
-        raise UserError(f"--precision {precision}: this {'GPU' if on_gpu else 'CPU'} has no fast bfloat16",
-                        "use 32-true" + (" or 16-mixed" if on_gpu else ""))
-    if precision.startswith("16") and not on_gpu:
-        raise UserError(f"--precision {precision} needs a GPU", "use 32-true on the CPU")
-
-
 def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, record: dict | None = None,
-                  version: int | None = None, **overrides) -> pl.Trainer:
+                  version: int | None = None, callbacks: list | tuple = (), **overrides) -> pl.Trainer:
     """A Trainer logging to TensorBoard, keeping the best (by `monitor`; none without one) checkpoint and a
     `last.ckpt` saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
     check_precision(str(args.precision), str(args.accelerator))
@@ -102,7 +87,7 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
     every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                              save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
-    callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10)]
+    callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10), *callbacks]
     if monitor is not None:
         callbacks.insert(0, ModelCheckpoint(
             filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
@@ -114,7 +99,7 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
         accelerator=args.accelerator,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
         num_nodes=getattr(args, "num_nodes", 1),
-        sync_batchnorm=getattr(args, "sync_batchnorm", False),  # applied by Lightning with several devices only
+        sync_batchnorm=False,  # pretraining's default on GPUs (trainer_options); Lightning applies it on several devices
         precision=args.precision,
         logger=logger,
         callbacks=callbacks,
@@ -162,11 +147,14 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
     return final
 
 
-def config_record(config: dict) -> dict:
-    """The resolved configuration: options, data file md5, package versions, git commit."""
-    data_file = config.get("data_file")
+def config_record(options: dict, about: dict) -> dict:
+    """The resolved configuration: the run's options (what --config takes back: the command's options, nothing
+    else), what the run derived from them (`about`: method, data file, network, ...), the data file's md5, package
+    versions, git commit."""
+    data_file = about.get("data_file")
     return {
-        "options": config,
+        "options": {key: value for key, value in options.items() if key not in ("config", "print_config")},
+        **about,
         "data_md5": file_md5(data_file) if data_file and Path(data_file).is_file() else None,
         "versions": {p: package_version(p) for p in ("torch", "torchvision", "pytorch-lightning", "medmnist")},
         "git_commit": git_commit(),
@@ -203,12 +191,15 @@ def git_commit() -> str | None:
 
 
 def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                 monitor: str | None, mode: str, config: dict) -> Path:
+                 monitor: str | None, mode: str, about: dict, callbacks: list | tuple = (),
+                 trainer_options: dict | None = None) -> Path:
     """Train with the shared Trainer (continuing the last attempt with --resume), then save the best
-    checkpoint as `<name>.ckpt`."""
+    checkpoint as `<name>.ckpt`. The record beside it holds `args` (the options: a rerun's --config) and `about`
+    (what the run derived from them)."""
     version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)
-    record = config_record(config)  # hashes the data file once
-    trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version)
+    record = config_record({**vars(args), "name": name}, about)  # hashes the data file once
+    trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version, callbacks=callbacks,
+                            **(trainer_options or {}))
     if getattr(args, "compile", False) and hasattr(model, "encoder"):
         model.encoder.compile()  # in place: state-dict keys stay as they are
     if last is not None and trainer.global_rank == 0:

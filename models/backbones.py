@@ -4,23 +4,19 @@
 
 A backbone maps normalised images (N, C, H, W), or volumes (N, C, D, H, W) for a 3D backbone (`dims=3`), to
 features (N, backbone.feature_dim) and has `in_channels`. Adding one is one entry in BACKBONES: a function
-(in_channels, size, stem) -> module.
+(in_channels, size, stem) -> module, which imports its network when called: the registry itself imports no torch,
+so the command line lists and checks backbones before the heavy imports.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
-
-from models.resize import InputResize
-from models.resnet import STEMS, ResNetEncoder
-from models.resnet3d import STEMS_3D, ResNet3DEncoder
-from models.small_cnn import SmallCNN
-from models.stem import accepts
-from models.vit import ConvStemViT
-from models.vit import patch_size as vit_patch_size
+from models.stem_table import STEMS
 from utils import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -34,34 +30,50 @@ class Backbone:
 
 
 def _resnet(depth: str) -> Backbone:
-    return Backbone(lambda in_channels, size, stem: ResNetEncoder(depth, in_channels, stem), tuple(STEMS),
+    def build(in_channels, size, stem):
+        from models.resnet import ResNetEncoder
+        return ResNetEncoder(depth, in_channels, stem)
+
+    return Backbone(build, tuple(STEMS),
                     about=f"torchvision {depth}, ImageNet stem (the study's) or small stem (3x3, no max-pool)")
 
 
 def _vit(size: str) -> Backbone:
-    return Backbone(lambda in_channels, image_size, stem, patch_topk=None: ConvStemViT(size, in_channels, image_size,
-                                                                                        patch_topk),
-                    fixed_size=True, patch_topk=True,
+    def build(in_channels, image_size, stem, patch_topk=None):
+        from models.vit import ConvStemViT
+        return ConvStemViT(size, in_channels, image_size, patch_topk)
+
+    return Backbone(build, fixed_size=True, patch_topk=True,
                     about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's; "
                           "--patch-topk K: the top-K patch head")
 
 
 def _resnet3d(depth: str) -> Backbone:
-    return Backbone(lambda in_channels, size, stem: ResNet3DEncoder(depth, in_channels, stem), tuple(STEMS_3D), dims=3,
+    def build(in_channels, size, stem):
+        from models.resnet3d import ResNet3DEncoder
+        return ResNet3DEncoder(depth, in_channels, stem)
+
+    return Backbone(build, tuple(STEMS), dims=3,
                     about=f"torchvision's 3D ResNet ({depth[:-3]}, 3x3x3 convolutions), isotropic ImageNet-like stem "
                           "(7^3 stride 2 + max-pool) or small stem (3^3 stride 1)")
+
+
+def _small_cnn(in_channels: int, dims: int):
+    from models.small_cnn import SmallCNN
+    return SmallCNN(in_channels, dims=dims)
 
 
 BACKBONES: dict[str, Backbone] = {
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
     "resnet50": _resnet("resnet50"),
-    "small_cnn": Backbone(lambda in_channels, size, stem: SmallCNN(in_channels), about="4 conv-BN-ReLU blocks, 256 features"),
+    "small_cnn": Backbone(lambda in_channels, size, stem: _small_cnn(in_channels, 2),
+                          about="4 conv-BN-ReLU blocks, 256 features"),
     "vit_tiny": _vit("tiny"),
     "vit_small": _vit("small"),
     "resnet18_3d": _resnet3d("resnet18_3d"),
     "resnet50_3d": _resnet3d("resnet50_3d"),
-    "small_cnn_3d": Backbone(lambda in_channels, size, stem: SmallCNN(in_channels, dims=3), dims=3,
+    "small_cnn_3d": Backbone(lambda in_channels, size, stem: _small_cnn(in_channels, 3), dims=3,
                              about="the small CNN with 3x3x3 convolutions, 256 features"),
 }
 DEFAULT_BACKBONE = "resnet18"  # the study's
@@ -103,6 +115,7 @@ def check_patch_topk(name: str, k: int | None, size: int) -> None:
         return
     if not BACKBONES[name].patch_topk:
         raise ValueError(f"backbone {name} has no patch tokens for a top-K head (ViTs have)")
+    from models.vit import patch_size as vit_patch_size
     tokens = (size // vit_patch_size(size)) ** 2
     if not 1 <= k <= tokens:
         raise ValueError(f"{size} px images give {name} {tokens} patch tokens, so K must be between 1 and {tokens}")
@@ -119,6 +132,8 @@ def build_backbone(backbone: str = DEFAULT_BACKBONE, in_channels: int = 3, size:
     extra = {"patch_topk": patch_topk} if patch_topk is not None else {}
     module = BACKBONES[backbone].build(in_channels, resize or size, stem, **extra)
     if resize:
+        from models.resize import InputResize
+
         module.register_forward_pre_hook(InputResize(resize))
     module.backbone_options = {"backbone": backbone, "stem": stem, "in_channels": in_channels, "size": size,
                                "resize": resize, "patch_topk": patch_topk}
@@ -136,6 +151,8 @@ def backbone_options(hparams: dict) -> dict:
 
 def reads(backbone: nn.Module, channels: int, size: int, dims: int = 2) -> bool:
     """Whether `backbone` can encode `dims`-dimensional images of `channels` channels and `size` pixels."""
+    from models.stem import accepts
+
     options = backbone.backbone_options
     fixed = BACKBONES[options["backbone"]].fixed_size and not options.get("resize")  # a resized one reads any size
     return (backbone_dims(backbone) == dims and accepts(backbone.in_channels, channels)

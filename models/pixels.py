@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PIXELS = "pixels"  # --encoder pixels
+from models.names import PIXELS
+
 
 
 class RawPixels(nn.Module):

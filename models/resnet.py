@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from models.stem import StemConv2d
+from models.stem_table import STEMS
 
 # depth -> (block, layers), as in torchvision.models.resnet18/34/50
 DEPTHS = {
@@ -21,8 +22,6 @@ DEPTHS = {
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-# stem -> first convolution (kernel, stride, padding) and whether the max-pool follows it
-STEMS = {"imagenet": ((7, 2, 3), True), "small": ((3, 1, 1), False)}
 STEM_WIDTH = 64  # torchvision's conv1 output channels
 
 

@@ -18,15 +18,15 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Bottleneck, Conv3DSimple, VideoResNet
 
+from models.stem_table import STEMS
+
 DEPTHS_3D = {"resnet18_3d": (BasicBlock, [2, 2, 2, 2]), "resnet50_3d": (Bottleneck, [3, 4, 6, 3])}
-# stem -> first convolution (kernel, stride, padding) and whether the max-pool follows it
-STEMS_3D = {"imagenet": ((7, 2, 3), True), "small": ((3, 1, 1), False)}
 STEM_WIDTH = 64  # as torchvision's stems
 
 
 def stem_3d(in_channels: int, stem: str) -> nn.Sequential:
     """Convolution, batch norm, ReLU (keys `0.*`, `1.*`, as torchvision's BasicStem), then the max-pool."""
-    (kernel, stride, padding), max_pool = STEMS_3D[stem]
+    (kernel, stride, padding), max_pool = STEMS[stem]
     layers = [nn.Conv3d(in_channels, STEM_WIDTH, kernel, stride, padding, bias=False), nn.BatchNorm3d(STEM_WIDTH),
               nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, *([nn.MaxPool3d(3, 2, 1)] if max_pool else []))
@@ -38,8 +38,8 @@ class ResNet3DEncoder(VideoResNet):
     def __init__(self, depth: str = "resnet18_3d", in_channels: int = 1, stem: str = "imagenet"):
         if depth not in DEPTHS_3D:
             raise ValueError(f"unknown 3D ResNet {depth!r}; choose one of {', '.join(DEPTHS_3D)}")
-        if stem not in STEMS_3D:
-            raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS_3D)}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
         block, layers = DEPTHS_3D[depth]
         super().__init__(block, [Conv3DSimple] * 4, layers, lambda: stem_3d(in_channels, stem))  # VideoResNet's init
         self.in_channels, self.stem_name = in_channels, stem

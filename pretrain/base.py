@@ -5,7 +5,7 @@ augmented views of each batch made on the device with a seeded generator (saved 
 resumed run continues the same random stream), the optimiser and cosine schedule, logging, gathering
 across devices, and the metadata a checkpoint records (method, backbone, stem, channels, size, dataset).
 
-A method subclasses it, sets its name and defaults as class attributes, builds its heads in `__init__`,
+A method subclasses it and its hparams class (name and defaults), builds its heads in `__init__`,
 and implements `step(views, split) -> (loss, metrics)` on the views (2N, C, H, W), or (2N, C, D, H, W) for
 volumes: rows i and N + i are the two views of image i.
 """
@@ -18,6 +18,7 @@ from torch import nn
 
 from common import distributed
 from common.augment import build_augmentation
+from common.sequences import AUG_STRENGTH
 from common.features import extract_features
 from common.knn import knn_metrics
 from common.layout import memory_format
@@ -26,12 +27,10 @@ from common.slices import mid_slices
 from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
 from models.checkpoints import load_weights
 from models.resize import resize_images
+from pretrain.hparams import OPTIMIZERS, SGD_MOMENTUM, MethodHparams
 
-KNN_MONITOR = ("val/knn_auroc", "max")  # the default rule: the online kNN classifier's validation AUROC
 VIEW_GRID_IMAGES = 16  # images (each with its two views) in the TensorBoard grid of the first batch
 VAL_AUG_SEED_OFFSET = 1_000_003  # validation views are the same every epoch, and differ from training's
-OPTIMIZERS = ("adamw", "sgd")
-SGD_MOMENTUM = 0.9  # MoCo v2, BYOL (with LARS) and lightly's benchmarks alike
 
 
 def knn_monitor_metrics(encoder: nn.Module, splits: dict, num_classes: int, multilabel: bool,
@@ -44,25 +43,9 @@ def knn_monitor_metrics(encoder: nn.Module, splits: dict, num_classes: int, mult
     return {"val/knn_acc": metrics["acc"], "val/knn_auroc": metrics["auroc"]}
 
 
-class PretrainModule(pl.LightningModule):
-    """Batches of uint8 images -> two views each (augmented on the device) -> the method's `step`."""
-
-    NAME = ""  # recorded in checkpoints as `method`; the folder pretrain/<NAME>/
-    TITLE = ""  # for messages: "SimCLR", "MoCo v2", ...
-    RUN_PREFIX = ""  # default run name: <RUN_PREFIX>-<dataset>
-    # the method's own rule for the best checkpoint (`--select-by contrastive`): (metric, mode), or None to keep
-    # the last one; by default every method's best checkpoint is chosen by the kNN monitor (KNN_MONITOR)
-    OWN_MONITOR: tuple[str, str] | None = ("val/loss", "min")
-    # optimiser defaults; each method sets them with their source
-    OPTIMIZER = "adamw"
-    LR = 1e-3
-    LR_BATCH: int | None = None  # scale LR linearly to the global batch (Goyal et al. 2017): LR * batch / LR_BATCH
-    WEIGHT_DECAY = 0.0
-    LR_FLOOR = 0.0  # the cosine schedule ends at LR * LR_FLOOR
-    # batch norm with statistics over the global batch on several GPUs (--sync-batchnorm): SimCLR's "global BN"
-    # (Chen et al. 2020), which keeps a device's few images from sharing statistics that give the positive away;
-    # ours for every method that has no other guard (MoCo shuffles batch norm instead)
-    SYNC_BATCHNORM = True
+class PretrainModule(MethodHparams, pl.LightningModule):
+    """Batches of uint8 images -> two views each (augmented on the device) -> the method's `step`. Its name and
+    defaults: the class attributes of MethodHparams, set by the method's hparams class (pretrain/<method>/hparams.py)."""
 
     def __init__(
         self,
@@ -72,6 +55,7 @@ class PretrainModule(pl.LightningModule):
         dataset: str = "bloodmnist",
         size: int = 28,
         aug: str = "novel",
+        aug_strength: float = AUG_STRENGTH,
         optimizer: str | None = None,
         lr: float | None = None,
         weight_decay: float | None = None,
@@ -92,7 +76,7 @@ class PretrainModule(pl.LightningModule):
                             weight_decay=self.WEIGHT_DECAY if weight_decay is None else weight_decay)
         if self.hparams.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        self.augment = build_augmentation(aug, resize or size)  # the crop resizes each view to the network's size
+        self.augment = build_augmentation(aug, resize or size, aug_strength)  # the crop resizes each view to the network's size
         self.memory_format = memory_format(backbone_dims(self.encoder), channels_last)
         self.generators: dict[str, torch.Generator] = {}
         self.restored_rng: dict[str, torch.Tensor] = {}  # generator states read from a checkpoint

@@ -9,9 +9,7 @@ the head). Writes `<checkpoint stem>.pca.png`, `.tsne.png` and `.features.json` 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +23,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from common.cli import data_parser, positive_int  # noqa: E402
+from common.cli import POSITIVE, POSITIVE_INT, data_parser  # noqa: E402
 from common.data import SPLITS  # noqa: E402
 from common.features import extract_features, feature_device  # noqa: E402
 from common.testing import open_checkpoint  # noqa: E402
@@ -49,26 +47,23 @@ NONE_COLOUR = "lightgrey"
 TSNE_THREADS = 1
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def parse_args(argv=None):
+def build_parser():
     parser = data_parser("PCA and t-SNE plots and the silhouette score of an encoder's features.")
     parser.set_defaults(dataset=None, size=None)
     parser.add_argument("--checkpoint", required=True,
                         help="pretrained encoder (any method) or finetuned/baseline classifier: a path, or a run "
                              "name from pretrain/<method>/models or downstream/resnet/models")
     parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--max-samples", type=positive_int, default=MAX_SAMPLES,
+    parser.add_argument("--max-samples", type=POSITIVE_INT, default=MAX_SAMPLES,
                         help="analyse at most N random images of the split")
-    parser.add_argument("--perplexity", type=positive_float, default=PERPLEXITY,
+    parser.add_argument("--perplexity", type=POSITIVE, default=PERPLEXITY,
                         help="t-SNE perplexity (lowered to the number of samples - 1 if needed)")
     parser.add_argument("--out-dir", default=None, help="folder for the plots and JSON (default: the checkpoint's)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def open_encoder(args):

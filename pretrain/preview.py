@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from common.augment import ALL_AUGMENTATIONS, Augmentation, build_augmentation  # noqa: E402
-from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, data_parser, positive_int  # noqa: E402
+from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, POSITIVE_INT, data_parser  # noqa: E402
 from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
 from common.normalize import to_unit  # noqa: E402
 from common.slices import mid_slices  # noqa: E402
@@ -42,18 +42,23 @@ LABEL_SIZE = 7
 PREVIEWS = PRETRAIN_FOLDER / "previews"  # under the output root, beside the methods' folders
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = data_parser("Preview an augmentation sequence on a few images of a MedMNIST dataset.")
     parser.set_defaults(dataset=None, size=None)
     parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS, help="augmentation sequence")
     parser.add_argument("--checkpoint", default=None,
                         help="a pretraining run (any method; path or run name): its dataset, size and --aug "
                              "are the defaults")
-    parser.add_argument("--n-images", type=positive_int, default=N_IMAGES, help="rows: images shown")
-    parser.add_argument("--n-views", type=positive_int, default=N_VIEWS, help="augmented views per image")
+    parser.add_argument("--n-images", type=POSITIVE_INT, default=N_IMAGES, help="rows: images shown")
+    parser.add_argument("--n-views", type=POSITIVE_INT, default=N_VIEWS, help="augmented views per image")
     parser.add_argument("--split", default="train", choices=SPLITS, help="split the images are drawn from")
     parser.add_argument("--out", default=None,
                         help="PNG to write (default pretrain/previews/preview-<dataset>-<aug>.png)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     recorded = run_options(args.checkpoint) if args.checkpoint else {}
     for option, default in (("dataset", DEFAULT_DATASET), ("size", DEFAULT_SIZE), ("aug", None)):

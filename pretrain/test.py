@@ -10,6 +10,7 @@ study's settings), evaluated once on the test split; nothing is selected on test
 from __future__ import annotations
 
 from common import linear_probe
+from common.cli import POSITIVE_INT
 from common.evaluate import report, run_test, test_trainer
 from common.features import FeatureDataModule
 from common.testing import open_checkpoint, test_parser
@@ -19,10 +20,15 @@ from pretrain import method_class
 from utils import pretrain_stages, run_cli
 
 
-def main(argv=None):
+def build_parser():
     parser = test_parser("Test a pretrained encoder (any method) on the test split.")
-    parser.add_argument("--probe-epochs", type=int, default=linear_probe.EPOCHS,
+    parser.add_argument("--probe-epochs", type=POSITIVE_INT, default=linear_probe.EPOCHS,
                         help="epochs of the linear probe on frozen train features")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     path, ckpt, data = open_checkpoint(args, pretrain_stages(), (PRETRAINED,))
     method = method_class(checkpoint_kind(ckpt))

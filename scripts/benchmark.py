@@ -38,15 +38,16 @@ from pathlib import Path
 import torch
 
 from scripts import benchmarking as bench
-from common.augment import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
-from common.cli import Parser, new_network, positive_int
+from common.sequences import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
+from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, new_network
 from common.cache import images_nbytes
 from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
 from common.storage import STORAGES
 from common.synthetic import write_synthetic
-from common.trainer import check_precision, peak_rss_mb
+from common.hardware import check_precision
+from common.trainer import peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
-from models.resnet import STEMS
+from models.stem_table import STEMS
 from pretrain import METHODS
 from pretrain.cli import checked_augmentation
 from utils import QUIET_WARNINGS, UserError, atomic_write_text, run_cli
@@ -59,50 +60,48 @@ WARMUP, STEPS = 3, 60
 BUSY_LOAD = 0.75  # 1-minute load average per usable CPU above which the timings are flagged as noisy
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser():
     parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST flag (2D, or 3D: adrenalmnist3d, ...)")
     parser.add_argument("--size", type=int, default=28, choices=SIZES, help="image size (3D: 28 or 64 voxels per side)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with the MedMNIST npz files")
     parser.add_argument("--synthetic", action="store_true",
                         help="use random images of the real split sizes even if the npz file exists")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per step (2 views each)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=256, help="images per step (2 views each)")
     parser.add_argument("--method", default="simclr", choices=list(METHODS), help="pretraining method")
     parser.add_argument("--backbone", default=None, choices=list(BACKBONES),
                         help=f"encoder network (default {DEFAULT_BACKBONE}; {DEFAULT_BACKBONE_3D} on 3D data sets)")
     parser.add_argument("--stem", default=None, choices=list(STEMS), help="ResNet stem (default imagenet)")
     parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS,
                         help="sequence of the pretraining path (default novel; volume on 3D data sets)")
-    parser.add_argument("--steps", type=positive_int, default=STEPS, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=non_negative_int, default=WARMUP, help="untimed steps before them")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=STEPS, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=NON_NEGATIVE_INT, default=WARMUP, help="untimed steps before them")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compute and pretrain)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="channels-last memory format for the model and its input (the stages' default)")
-    parser.add_argument("--lr-epochs", type=positive_int, default=100, help="epochs of the logistic-regression head")
+    parser.add_argument("--lr-epochs", type=POSITIVE_INT, default=100, help="epochs of the logistic-regression head")
     parser.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
                         help=f"sections to skip: {', '.join(SECTIONS)}")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=POSITIVE_INT, default=None,
                         help="torch.set_num_threads; omitted: torch's own default")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--data-storage", default="auto", choices=STORAGES,
                         help="the stages' option: images in memory, or memory-mapped from the decoded cache")
-    parser.add_argument("--large-set", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--large-set", type=POSITIVE_INT, default=None, metavar="N",
                         help="generate N training images (and N/10 each for val and test) of --size px in MedMNIST's "
                              "format and read them through the memory-mapped cache, as a set larger than memory; "
                              f"skips {' and '.join(LARGE_SET_SKIPS)}")
     parser.add_argument("--large-dir", type=Path, default=None, metavar="DIR",
                         help="where --large-set writes its npz and cache (about 2.1 x N x size^2 bytes for grey "
                              "images; default: a temporary folder, deleted at the end)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.large_set:
         args.skip = sorted(set(args.skip) | set(LARGE_SET_SKIPS))

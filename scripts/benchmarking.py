@@ -27,7 +27,7 @@ from common.layout import memory_format
 from common.normalize import normalize, to_unit
 from common.safety import StopOnNonFiniteLoss
 from common.trainer import peak_rss_mb
-from models import build_backbone
+from models.backbones import build_backbone
 from pretrain import method_class
 from pretrain.base import PretrainModule, knn_monitor_metrics
 from pretrain.cli import MONITOR_EVERY

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.cli import Parser
+from common.cli import NON_NEGATIVE_INT, Parser
 from common.download import DOWNLOADS, fetch_files, select
 from common.zenodo import DEFAULT_API_URL, DEFAULT_RECORD, fetch_record, human_size, parse_record_id
 from utils import OUTPUT_ROOT_VARIABLE, output_root, run_cli
@@ -35,13 +35,6 @@ def http_url(text: str) -> str:
     return text
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def build_parser() -> Parser:
     parser = Parser(description="Download the study's checkpoints from Zenodo into each stage's models/ folder.")
     parser.add_argument("--record", type=record_id, default=DEFAULT_RECORD,
@@ -56,7 +49,7 @@ def build_parser() -> Parser:
     parser.add_argument("--dest-root", type=Path, default=None,
                         help=f"folder holding the stage folders (default: the repository, or ${OUTPUT_ROOT_VARIABLE} "
                              "when set)")
-    parser.add_argument("--retries", type=non_negative_int, default=4,
+    parser.add_argument("--retries", type=NON_NEGATIVE_INT, default=4,
                         help="retries per request on timeouts, dropped connections, HTTP 5xx and 429, with "
                              "exponential back-off (default 4)")
     return parser

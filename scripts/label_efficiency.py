@@ -31,17 +31,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.cli import data_parser, positive_int, size_suffix
+from common.cli import POSITIVE_INT, SEED, data_parser, size_suffix
 from common.data import MedMNISTDataModule, select_subset
 from common.evaluate import report
 from common.features import FeatureDataModule, extract_features, feature_device
 from common.trainer import file_md5
-from common.linear_probe import EPOCHS as PROBE_EPOCHS, SOLVERS
-from downstream.logistic_regression import train as probe_train
+from common.probe_hparams import EPOCHS as PROBE_EPOCHS, SOLVERS
+from downstream.logistic_regression import probe as lr_probe, train as probe_train
 from downstream.logistic_regression.references import network_argv, network_tag
 from downstream.resnet import test as finetune_test, train as finetune_train
 from models.checkpoints import load_encoder
 from models.imagenet import IMAGENET, imagenet_encoder
+from models.names import RANDOM
 from models.pixels import PIXELS
 from scripts.benchmarking import quiet_lightning
 from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows
@@ -53,24 +54,31 @@ from utils import UserError, output_root, resolve_encoder, run_cli
 PROBE_SOLVER = "lbfgs"
 FINETUNE_EPOCHS = 30  # ours: the study finetuned for its own choice of epochs; 30 fit a 2-core CPU's hour
 ALL = "all"
-REFERENCES = (probe_train.RANDOM, PIXELS)  # --references
+REFERENCES = (RANDOM, PIXELS)  # --references
 SETTINGS_DIGEST = 6  # hex digits of a cell's settings in its run name
 OUT = Path("outputs") / "label_efficiency"  # under the output root (the repository or $MEDSIMCLR_OUTPUT_ROOT)
 
 
-def budget_value(text: str) -> int | str:
-    if text == ALL:
-        return ALL
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of labels or '{ALL}', got {text}")
-    return value
+class LabelBudget:
+    """--labels and --samples: a positive number of labels, or 'all' (an argparse type; `outside()` for the tests)."""
+    __name__ = "budget"
+
+    def __call__(self, text: str) -> int | str:
+        if text == ALL:
+            return ALL
+        if not (text.isdigit() and int(text) > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive number of labels or '{ALL}', got {text}")
+        return int(text)
+
+    @staticmethod
+    def outside() -> list[str]:
+        return ["0", "-1", "x", "2.5"]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+budget_value = LabelBudget()
+
+
+def build_parser():
     parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.")
     parser.add_argument("--encoders", nargs="+", default=None,
                         help="pretrained encoders (run names or paths, any method, or 'imagenet': torchvision's supervised "
@@ -80,17 +88,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help=f"labelled training images per class, or {ALL} (default 10 50 {ALL})")
     budgets.add_argument("--samples", nargs="+", type=budget_value, default=None,
                          help=f"labelled training images in all, drawn at random, or {ALL} (the study's count)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one draw of the labels each")
+    parser.add_argument("--seeds", nargs="+", type=SEED, default=[0, 1, 2], help="one draw of the labels each")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--references", nargs="*", choices=REFERENCES, default=list(REFERENCES),
                         help="the probe's reference rows: a random-init encoder of each backbone, the raw pixels "
                              "(default both; none with an empty list)")
     parser.add_argument("--probe-solver", choices=SOLVERS, default=PROBE_SOLVER,
                         help=f"the probe's solver (default {PROBE_SOLVER}: see PROBE_SOLVER)")
-    parser.add_argument("--probe-epochs", type=positive_int, default=PROBE_EPOCHS, help="of the adamw probe")
-    parser.add_argument("--finetune-epochs", type=positive_int, default=FINETUNE_EPOCHS,
+    parser.add_argument("--probe-epochs", type=POSITIVE_INT, default=PROBE_EPOCHS, help="of the adamw probe")
+    parser.add_argument("--finetune-epochs", type=POSITIVE_INT, default=FINETUNE_EPOCHS,
                         help="epochs of each finetuning and baseline cell")
     parser.add_argument("--out", default=None, help="results folder (default outputs/label_efficiency/<dataset>)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.labels is None and args.samples is None:
         args.labels = [10, 50, ALL]
@@ -145,7 +158,7 @@ class Encoder:
         """What the probe's --encoder (finetuning's --init) takes for it."""
         if self.path:
             return str(self.path)
-        return PIXELS if self.tag == PIXELS else IMAGENET if self.tag.startswith(f"{IMAGENET}-") else probe_train.RANDOM
+        return PIXELS if self.tag == PIXELS else IMAGENET if self.tag.startswith(f"{IMAGENET}-") else RANDOM
 
 
 @dataclass(frozen=True)
@@ -186,7 +199,7 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
     networks = {network_tag(e.options): e.options for e in pretrained}
     random = [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()]
     by_protocol = {
-        "probe": pretrained + random * (probe_train.RANDOM in args.references)
+        "probe": pretrained + random * (RANDOM in args.references)
         + [Encoder(PIXELS, None, {})] * (PIXELS in args.references),
         "finetune": pretrained,
         "baseline": [Encoder(f"scratch-{tag}", None, options) for tag, options in networks.items()],
@@ -225,9 +238,9 @@ class Runner:
     def features(self, cell: Cell, args) -> tuple:
         """(frozen encoder, its path or 'random', features of every split), computed at the first cell that needs
         them: once per encoder (per seed for a random-init one, whose weights the seed draws)."""
-        key = (cell.encoder.tag, cell.seed if cell.encoder.reference == probe_train.RANDOM else None)
+        key = (cell.encoder.tag, cell.seed if cell.encoder.reference == RANDOM else None)
         if key not in self.encoded:
-            encoder, path = probe_train.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
+            encoder, path = lr_probe.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
                                                        args.resize, args.patch_topk)
             device = feature_device(self.args.accelerator)
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
@@ -236,15 +249,15 @@ class Runner:
 
     def probe(self, cell: Cell) -> Path:
         reference = cell.encoder.reference
-        network = network_argv(cell.encoder.options) if reference in (probe_train.RANDOM, IMAGENET) else []
+        network = network_argv(cell.encoder.options) if reference in (RANDOM, IMAGENET) else []
         args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network,
                                        "--solver", self.args.probe_solver, "--epochs", str(self.args.probe_epochs)])
         encoder, path, encoded = self.features(cell, args)
         data, keep = self.subset(cell), self.labelled(cell).to(encoded["train"][0].device)
         features = FeatureDataModule(data, encoder)
         features.features = {**encoded, "train": (encoded["train"][0][keep], encoded["train"][1][keep])}
-        final = probe_train.train_probe(args, data, encoder, path, features)
-        report(probe_train.test_probe(final, data, features, args), data.class_names, final,
+        final = lr_probe.train_probe(args, data, encoder, path, features)
+        report(lr_probe.test_probe(final, data, features, args), data.class_names, final,
                {"stage": "logistic_regression", "dataset": data.flag, "encoder": str(path)})
         return final
 

@@ -16,8 +16,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from common import augment_ops as ops
-from common.augment import (AUGMENTATIONS, Augmentation, build_augmentation,
-                            sample_jitter, sample_resized_crop)
+from common.augment import Augmentation, build_augmentation, sample_jitter, sample_resized_crop
+from common.sequences import AUGMENTATIONS
 
 ATOL = 1e-5
 
@@ -257,6 +257,24 @@ def test_sequences_differ_and_module_is_pure():
     assert all(not torch.equal(p, q) for p, q in itertools.combinations(outs, 2))
     aug = Augmentation("novel", 28)
     assert not list(aug.parameters()) and not list(aug.buffers()) and not aug.state_dict()
+
+
+@pytest.mark.parametrize("name, shape", [("natural", (64, 3, 28, 28)), ("volume", (16, 1, 16, 16, 16))])
+def test_strength_scales_how_far_views_stray(name, shape):
+    """--aug-strength: 1 is the published sequence; lower keeps views closer to their image, higher strays further
+    (crop share and jitter/intensity ranges); the crop's smallest share follows 1 - s * (1 - published)."""
+    coarse = torch.rand(*shape[:2], *[4] * (len(shape) - 2), generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.interpolate(coarse, size=shape[2:], mode="bilinear" if len(shape) == 4 else "trilinear")
+    distance = {}  # smooth images: a larger crop or shift moves a view further from its image
+    for strength in (0.25, 1.0, 1.5):
+        views = Augmentation(name, shape[-1], strength)(x, torch.Generator().manual_seed(1))
+        distance[strength] = (views - x).abs().mean().item()
+    assert distance[0.25] < distance[1.0] < distance[1.5], distance
+    assert Augmentation(name, shape[-1], 1.0)(x, torch.Generator().manual_seed(1)).equal(
+        Augmentation(name, shape[-1])(x, torch.Generator().manual_seed(1)))
+    from common.sequences import scaled_crop_scale
+    assert scaled_crop_scale((0.08, 1.0), 0.25) == pytest.approx((0.77, 1.0))
+    assert scaled_crop_scale((0.08, 1.0), 2.0) == (0.01, 1.0)
 
 
 def test_unknown_name_raises():

@@ -3,11 +3,11 @@ import http.server
 import threading
 from functools import partial
 
-import medmnist
 import numpy as np
 import pytest
 import torch
 
+from common import flags
 from common.data import MedMNISTDataModule, dataset_info, select_subset
 from fakedata import SPLIT_SIZES, write_npz
 from utils import UserError
@@ -120,8 +120,8 @@ def test_missing_file_is_downloaded_through_medmnist(tmp_path, monkeypatch):
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
     server = _serve(served)
     try:
-        info = dict(medmnist.INFO["retinamnist"], url=f"http://127.0.0.1:{server.server_port}/retinamnist.npz", MD5=md5)
-        monkeypatch.setitem(medmnist.INFO, "retinamnist", info)
+        info = dict(flags.INFO["retinamnist"], url=f"http://127.0.0.1:{server.server_port}/retinamnist.npz", MD5=md5)
+        monkeypatch.setitem(flags.INFO, "retinamnist", info)  # the table the data module reads (medmnist's own)
         data = MedMNISTDataModule("retinamnist", data_dir=tmp_path / "data").load()
         assert (tmp_path / "data" / "retinamnist.npz").read_bytes() == source.read_bytes()
         assert data.num_train() == SPLIT_SIZES["retinamnist"][0]

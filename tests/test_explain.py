@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from common.heatmaps import attention_rollout, grad_cam, heatmaps
-from downstream.logistic_regression import explain as lr_explain, test as lr_test, train as lr_train
+from downstream.logistic_regression import explain as lr_explain, probe as lr_probe, test as lr_test, train as lr_train
 from downstream.resnet import explain as finetune_explain, test as finetune_test, train as finetune_train
 from events import image_tags
 from models.backbones import build_backbone
@@ -126,7 +126,7 @@ def test_init_imagenet_loads_torchvisions_weights_from_the_cache(torch_home, out
     from common.data import MedMNISTDataModule
 
     data = MedMNISTDataModule("breastmnist", 28, data_dir).load()
-    encoder, path = lr_train.frozen_encoder("imagenet", data)
+    encoder, path = lr_probe.frozen_encoder("imagenet", data)
     assert path == "imagenet" and encoder.in_channels == 1
     torch.testing.assert_close(encoder.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))  # grey: summed
     torch.testing.assert_close(encoder.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])

@@ -12,10 +12,10 @@ from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule
 from conftest import REPO
 from events import image_tags, scalar_tags, scalar_values
-from downstream.logistic_regression import test as lr_test, train as lr_train
+from downstream.logistic_regression import probe as lr_probe, test as lr_test, train as lr_train
 from common.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
-from models import build_backbone
+from models.backbones import build_backbone
 from pretrain import test as pretrain_test
 from pretrain.simclr import train as simclr_train
 from utils import UserError, models_dir, resolve_encoder, run_cli
@@ -127,7 +127,7 @@ def test_probe_test_reports_the_references_trained_once_then_cached(out, data_di
         reference = torch.load(row["checkpoint"], weights_only=True)["hyper_parameters"]
         assert reference["seed"] == 0 and reference["max_epochs"] == 2  # the head's settings
     assert "pretrain-breastmnist" in printed.split("test AUROC")[-1]  # the encoder's own row, above them
-    monkeypatch.setattr(lr_train, "train_probe", lambda *a: pytest.fail("a reference was trained again"))
+    monkeypatch.setattr(lr_probe, "train_probe", lambda *a: pytest.fail("a reference was trained again"))
     lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])  # read from the cache
     again = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
     assert again["references"] == result["references"]

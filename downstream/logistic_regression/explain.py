@@ -7,13 +7,17 @@ from __future__ import annotations
 from common import explain
 from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint
-from downstream.logistic_regression.train import IMAGENET, RANDOM, frozen_encoder
+from downstream.logistic_regression.probe import IMAGENET, RANDOM, frozen_encoder
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
 
+def build_parser():
+    return explain.explain_parser("Heat maps of a logistic-regression head on its frozen encoder.")
+
+
 def main(argv=None):
-    args = explain.explain_parser("Heat maps of a logistic-regression head on its frozen encoder.").parse_args(argv)
+    args = build_parser().parse_args(argv)
     path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
                                  multilabel=data.multilabel, dataset=data.flag)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.data import MedMNISTDataModule
 from common.features import FeatureDataModule
-from downstream.logistic_regression import train as probe_train
+from downstream.logistic_regression import probe, train as probe_train
 from models.pixels import PIXELS
 from utils import atomic_write_text, models_dir
 
@@ -60,7 +60,7 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
     cache = cache_file(data.flag)
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     results = {}
-    for tag, encoder_argv in ((f"random-{network_tag(network)}", ["--encoder", probe_train.RANDOM,
+    for tag, encoder_argv in ((f"random-{network_tag(network)}", ["--encoder", probe.RANDOM,
                                                                    *network_argv(network)]),
                               (PIXELS, ["--encoder", PIXELS])):
         key = json.dumps({**settings, "encoder": tag}, sort_keys=True)
@@ -68,12 +68,12 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
             name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
                 train_args = probe_train.parse_args([*reference_argv(options, data), *encoder_argv, "--name", name])
-                encoder, path = probe_train.frozen_encoder(train_args.encoder, data, train_args.seed,
+                encoder, path = probe.frozen_encoder(train_args.encoder, data, train_args.seed,
                                                            train_args.backbone, train_args.stem, train_args.resize)
                 subset = data.subset(train_args.samples, train_args.samples_per_class, train_args.seed)
                 features = FeatureDataModule(subset, encoder)  # every split, the test one included, encoded once
-                final = probe_train.train_probe(train_args, subset, encoder, path, features)
-                metrics = probe_train.test_probe(final, subset, features, args)
+                final = probe.train_probe(train_args, subset, encoder, path, features)
+                metrics = probe.test_probe(final, subset, features, args)
             cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final)}
             atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
         results[tag] = cached[key]

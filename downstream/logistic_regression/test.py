@@ -12,17 +12,22 @@ from common.features import FeatureDataModule
 from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint, test_parser
 from downstream.logistic_regression.references import references
-from downstream.logistic_regression.train import IMAGENET, RANDOM, REFERENCES, frozen_encoder
+from downstream.logistic_regression.probe import IMAGENET, RANDOM, REFERENCES, frozen_encoder
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
 
-def main(argv=None):
+def build_parser():
     parser = test_parser("Test a logistic-regression head on the test split.")
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint; default: the one the head records (the study's heads record none)")
     parser.add_argument("--no-references", action="store_true",
                         help="skip the reference rows (the same probe on the raw pixels and a random-init encoder)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",

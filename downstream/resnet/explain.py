@@ -43,8 +43,12 @@ def log_heatmaps(final: Path, data: MedMNISTDataModule, tensorboard_dir: str | N
     return png
 
 
+def build_parser():
+    return explain.explain_parser("Heat maps of a finetuned or baseline classifier.")
+
+
 def main(argv=None):
-    args = explain.explain_parser("Heat maps of a finetuned or baseline classifier.").parse_args(argv)
+    args = build_parser().parse_args(argv)
     path, ckpt, data = open_checkpoint(args, ["resnet"], ("resnet",))
     model = finetuned(path, ckpt, data)
     return explain.run(args, model, model.encoder, data, path, title(model, path))

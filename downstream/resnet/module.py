@@ -9,10 +9,9 @@ import torch
 from common.classifier import ClassifierModule
 from common.layout import memory_format
 from common.normalize import normalize, to_unit
-from models import build_backbone, linear_head
-from models.backbones import DEFAULT_BACKBONE, backbone_dims
-
-LR = 1e-3  # the study's Adam learning rate (REFERENCE.md, "Downstream")
+from downstream.resnet.hparams import LR
+from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
+from models.heads import linear_head
 
 
 class FinetuneClassifier(ClassifierModule):

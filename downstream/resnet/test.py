@@ -27,8 +27,12 @@ def finetuned(path: Path, ckpt: dict, data: MedMNISTDataModule) -> FinetuneClass
     return model
 
 
+def build_parser():
+    return test_parser("Test a finetuned/baseline classifier on the test split.")
+
+
 def main(argv=None):
-    args = test_parser("Test a finetuned/baseline classifier on the test split.").parse_args(argv)
+    args = build_parser().parse_args(argv)
     path, ckpt, data = open_checkpoint(args, ["resnet"], ("resnet",))
     model = finetuned(path, ckpt, data)
     results = run_test(model, data, args)

@@ -6,29 +6,16 @@
     python downstream/resnet/train.py --init imagenet      # torchvision's supervised ImageNet ResNet-18
 
 At the end, the heat maps of the final model on the validation split (explain.py) go beside the checkpoint and
-into TensorBoard.
+into TensorBoard. The command line (no torch until the options are checked); the stage itself is finetune.py.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from common.cli import (add_backbone_options, add_samples_per_class, check_subset_options, new_network, size_suffix,
-                        subset_suffix, train_parser)
-from common import distributed
-from common.data import MedMNISTDataModule
-from common.trainer import check_output, fit_and_save
-from downstream.resnet import module as finetune
-from downstream.resnet.explain import log_heatmaps
-from models.checkpoints import load_encoder, load_weights
-from models.imagenet import IMAGENET, imagenet_encoder
-from utils import UserError, resolve_encoder, run_cli, seed_everything
-
-BATCH_SIZE = 128  # the study's: min(128, N)
-EPOCHS = 100
+from common.cli import LEARNING_RATE, add_backbone_options, add_samples_per_class, train_parser
+from downstream.resnet.hparams import BATCH_SIZE, EPOCHS, LR
+from utils import run_cli
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = train_parser("Finetune an encoder with a linear head (all layers), or train the supervised baseline.",
                           epochs=EPOCHS, batch_size=BATCH_SIZE)
     add_samples_per_class(parser)
@@ -37,67 +24,19 @@ def parse_args(argv=None):
                              "for random initialisation (the baseline), or 'imagenet' for torchvision's supervised "
                              "ImageNet weights (ResNets); default pretrain-<dataset> (-<size> when not 28)")
     add_backbone_options(parser, "with --init none or imagenet")
-    parser.add_argument("--lr", type=float, default=finetune.LR, help="Adam learning rate")
-    return parser.parse_args(argv)
+    parser.add_argument("--lr", type=LEARNING_RATE, default=LR, help="Adam learning rate")
+    return parser
 
 
-def init_checkpoint(args) -> Path | str | None:
-    """What --init names: a checkpoint (default pretrain-<dataset>[-<size>]), 'imagenet', or None for --init none."""
-    init = (args.init or "").lower()
-    if init == "none":
-        return None
-    if init == IMAGENET:
-        if args.patch_topk is not None:
-            raise UserError("--patch-topk: ImageNet weights are for ResNets, which have no patch tokens",
-                            "leave --patch-topk out with --init imagenet")
-        return IMAGENET
-    if args.backbone is not None or args.stem is not None or args.resize is not None or args.patch_topk is not None:
-        raise UserError("--backbone, --stem, --resize and --patch-topk choose the network of --init none or imagenet only",
-                        "the network of a pretrained encoder is the one its checkpoint records")
-    return resolve_encoder(args.init or f"pretrain-{args.dataset}{size_suffix(args.size)}", "--init", also=("resnet",))
-
-
-def network(args, data: MedMNISTDataModule, init: Path | str | None):
-    """(encoder options, pretrained encoder or None) for the classifier."""
-    if init == IMAGENET:
-        encoder = imagenet_encoder(args.backbone, data.num_channels, data.size, args.stem, args.resize, data.dims)
-        return encoder.backbone_options, encoder
-    if init is not None:
-        encoder = load_encoder(init, "--init", data.num_channels, data.size, data.dims)
-        return encoder.backbone_options, encoder
-    return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize, data.dims,
-                       args.patch_topk), None
-
-
-def run_name(args, init: Path | str | None) -> str:
-    """--name, or <baseline|imagenet|downstream>-<dataset>[-<size>][-<subset>]."""
-    kind = "baseline" if init is None else IMAGENET if init == IMAGENET else "downstream"
-    return args.name or f"{kind}-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    check_subset_options(args)
-    init = init_checkpoint(args)
-    name = run_name(args, init)
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
-                              samples_per_class=args.samples_per_class, seed=args.seed)
-    data.load()
-    data.batch_size = min(args.batch_size, data.num_train())
-    options, encoder = network(args, data, init)
-    seed_everything(args.seed)
-    model = finetune.FinetuneClassifier(**options, num_classes=data.num_classes, multilabel=data.multilabel,
-                                        dataset=args.dataset, lr=args.lr, max_epochs=args.epochs,
-                                        init=str(init) if init else None)
-    if encoder is not None:
-        load_weights(model.encoder, encoder.state_dict(), f"--init {getattr(init, 'name', init)}")
-    check_output("resnet", name, args.overwrite, args.resume)
-    config = {**vars(args), "name": name, "init": model.hparams.init, "data_file": str(data.path), **options}
-    final = fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", config=config)
-    if distributed.rank() == 0:  # the grid of the final model on the validation split, also in TensorBoard
-        record = json.loads(final.with_suffix(".config.json").read_text())
-        log_heatmaps(final, data, record.get("tensorboard_dir"))
-    return final
+    from downstream.resnet import finetune
+
+    return finetune.run(args)
 
 
 if __name__ == "__main__":

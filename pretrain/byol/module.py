@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from pretrain.base import PretrainModule
+from pretrain.byol.hparams import PROJECTION_DIM, PROJECTION_HIDDEN, TARGET_MOMENTUM, BYOLHparams
 from pretrain.byol.loss import byol_loss
 from pretrain.momentum import ema_update, momentum_copy
 
-PROJECTION_HIDDEN, PROJECTION_DIM = 4096, 256  # BYOL: projector and predictor MLPs 4096 -> 256, with batch norm
-TARGET_MOMENTUM = 0.99  # start of the cosine schedule to 1: lightly's CIFAR-10 benchmark (BYOL's ImageNet: 0.996)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -27,14 +26,7 @@ def target_momentum(base: float, progress: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
-class BYOL(PretrainModule):
-    NAME, TITLE, RUN_PREFIX = "byol", "BYOL", "byol"
-    OWN_MONITOR = None  # the loss is measured against a target that moves every step: keep the last checkpoint
-    # BYOL trained with LARS (0.2 per 256 images, wd 1.5e-6); torch has no LARS, so SGD as in lightly's CIFAR-10
-    # benchmark (0.06 per 128 images, momentum 0.9, wd 5e-4), the setting of its published BYOL numbers
-    OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.06, 128, 5e-4
-    LR_FLOOR = 0.0  # cosine schedule to 0, as both
-
+class BYOL(BYOLHparams, PretrainModule):
     def __init__(self, target_momentum: float = TARGET_MOMENTUM, projection_dim: int = PROJECTION_DIM,
                  projection_hidden: int = PROJECTION_HIDDEN, **base):
         super().__init__(**base)

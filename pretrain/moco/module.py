@@ -5,20 +5,13 @@ from __future__ import annotations
 import torch
 
 from common import distributed
-from models import ProjectionHead
+from models.heads import ProjectionHead
 from pretrain.base import PretrainModule, rank_metrics
 from pretrain.moco.batchnorm import use_split_batch_norm
+from pretrain.moco.hparams import BN_SPLITS, KEY_MOMENTUM, PROJECTION_DIM, QUEUE_SIZE, SYMMETRIC, TEMPERATURE, MoCoHparams
 from pretrain.moco.loss import info_nce
 from pretrain.moco.key_queue import KeyQueue
 from pretrain.momentum import ema_update, momentum_copy
-
-TEMPERATURE = 0.2  # MoCo v2
-PROJECTION_DIM = 128  # MoCo v2's MLP head: feature_dim -> feature_dim (2048 for ResNet-50) -> ReLU -> 128
-QUEUE_SIZE = 65536  # MoCo v2's dictionary size, capped at the number of training images (see default_queue_size)
-KEY_MOMENTUM = 0.99  # lightly's CIFAR-10 benchmark; MoCo v2's 0.999 suits ImageNet's 5,000 steps per epoch,
-#                      on a small data set (a few steps per epoch) the key encoder would hardly move
-BN_SPLITS = 8  # MoCo's CIFAR-10 demo: split batch norm with 8 splits stands in for shuffle-BN on 8 GPUs
-SYMMETRIC = True  # MoCo's CIFAR-10 demo: each view is a query of the other (twice the loss terms per image)
 
 
 def default_queue_size(num_train: int | None) -> int:
@@ -27,15 +20,7 @@ def default_queue_size(num_train: int | None) -> int:
     return min(QUEUE_SIZE, num_train) if num_train else QUEUE_SIZE
 
 
-class MoCo(PretrainModule):
-    NAME, TITLE, RUN_PREFIX = "moco", "MoCo v2", "moco"
-    # the loss and the rank of the positive are measured against a queue that changes every step, so they do
-    # not compare between epochs (a random network ranks first, until the queue holds real keys): keep the last
-    OWN_MONITOR = None
-    OPTIMIZER, LR, LR_BATCH, WEIGHT_DECAY = "sgd", 0.03, 256, 1e-4  # MoCo v2: SGD 0.03 per 256 images, wd 1e-4
-    LR_FLOOR = 0.0  # MoCo v2: cosine schedule to 0
-    SYNC_BATCHNORM = False  # MoCo shuffles batch norm across the devices instead (keys())
-
+class MoCo(MoCoHparams, PretrainModule):
     def __init__(self, temperature: float = TEMPERATURE, queue_size: int | None = None,
                  key_momentum: float = KEY_MOMENTUM, bn_splits: int = BN_SPLITS, symmetric: bool = SYMMETRIC,
                  projection_dim: int = PROJECTION_DIM, **base):

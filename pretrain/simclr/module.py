@@ -3,24 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from models import ProjectionHead
+from models.heads import ProjectionHead
 from pretrain.base import PretrainModule, rank_metrics
+from pretrain.simclr.hparams import LOSSES, PROJECTION_DIM, PROJECTION_EXPANSION, TEMPERATURE, SimCLRHparams
 from pretrain.simclr.loss import nt_xent
 
-# the study's defaults (REFERENCE.md, "Pretraining")
-TEMPERATURE = 0.07
-PROJECTION_DIM = 128  # g(h): feature_dim -> 4 * 128 -> ReLU -> 128
-PROJECTION_EXPANSION = 4
-LOSSES = ("ntxent", "dcl")  # dcl: the decoupled loss (Yeh et al. 2022), see loss.py
 
-
-class SimCLR(PretrainModule):
-    NAME, TITLE = "simclr", "SimCLR"
-    RUN_PREFIX = "pretrain"  # the study's names: pretrain-<flag>.ckpt
-    OWN_MONITOR = ("val/acc_top5", "max")  # the study chose its best checkpoint on val acc_top5
-    OPTIMIZER, LR, WEIGHT_DECAY = "adamw", 5e-4, 1e-4  # the study's
-    LR_FLOOR = 1 / 50  # the study: cosine annealing down to lr / 50
-
+class SimCLR(SimCLRHparams, PretrainModule):
     def __init__(self, temperature: float = TEMPERATURE, loss: str = "ntxent", projection_dim: int = PROJECTION_DIM,
                  **base):
         if loss not in LOSSES:

@@ -4,18 +4,17 @@
 """
 from __future__ import annotations
 
-from pretrain.cli import positive_float, pretrain, pretrain_parser
-from pretrain.simclr.module import LOSSES, TEMPERATURE, SimCLR
+from pretrain.cli import pretrain_main, pretrain_parser
+from pretrain.simclr.hparams import SimCLRHparams
 from utils import run_cli
 
 
+def build_parser():
+    return pretrain_parser(SimCLRHparams)
+
+
 def main(argv=None):
-    parser = pretrain_parser(SimCLR)
-    parser.add_argument("--temperature", type=positive_float, default=TEMPERATURE)
-    parser.add_argument("--loss", default="ntxent", choices=LOSSES,
-                        help="ntxent (the study's) or dcl (decoupled: no positive in the denominator)")
-    args = parser.parse_args(argv)
-    return pretrain(SimCLR, args, temperature=args.temperature, loss=args.loss)
+    return pretrain_main(SimCLRHparams, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""The logistic-regression stage as a library: the frozen encoder --encoder names, and the probe trained and tested
+on its features (train.py is its command line; references.py and scripts/label_efficiency.py call it too)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from common import linear_probe
+from common.cli import new_network, size_suffix, subset_suffix
+from common.data import MedMNISTDataModule
+from common.evaluate import run_test
+from common.features import FeatureDataModule
+from common.trainer import check_output, file_md5, fit_and_save
+from models.backbones import build_backbone
+from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
+from models.imagenet import imagenet_encoder
+from models.names import IMAGENET, PIXELS, RANDOM
+from models.pixels import RawPixels
+from utils import UserError, resolve_encoder, seed_everything
+
+REFERENCES = (RANDOM, PIXELS, IMAGENET)  # --encoder values that name no checkpoint of ours
+
+
+def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
+                   stem: str | None = None, resize: int | None = None, patch_topk: int | None = None):
+    """The encoder named by --encoder (path, run name, 'random' or 'pixels'), frozen, and its path (or the
+    reference's name)."""
+    network_given = backbone is not None or stem is not None or resize is not None or patch_topk is not None
+    if reference == PIXELS and not network_given:
+        return RawPixels(data.num_channels, data.size, data.dims), PIXELS
+    if reference == RANDOM:
+        options = new_network(backbone, stem, data.num_channels, data.size, resize, data.dims, patch_topk)
+        torch.manual_seed(seed)
+        return build_backbone(**options).requires_grad_(False), RANDOM
+    if reference == IMAGENET:
+        if patch_topk is not None:
+            raise UserError("--patch-topk: ImageNet weights are for ResNets, which have no patch tokens",
+                            "leave --patch-topk out with --encoder imagenet")
+        encoder = imagenet_encoder(backbone, data.num_channels, data.size, stem, resize, data.dims)
+        return encoder.requires_grad_(False), IMAGENET
+    if network_given:
+        raise UserError("--backbone, --stem, --resize and --patch-topk choose the network of --encoder random or "
+                        "imagenet only",
+                        "the raw pixels have no network" if reference == PIXELS else
+                        f"the network of {reference} is the one its checkpoint records")
+    path = resolve_encoder(reference, "--encoder", also=("resnet",))
+    encoder = load_encoder(path, "--encoder", data.num_channels, data.size, data.dims)
+    return encoder.requires_grad_(False), path
+
+
+def run(args) -> Path:
+    """train.py's run: the encoder --encoder names, frozen, and the probe on its features."""
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
+                              samples_per_class=args.samples_per_class, seed=args.seed)
+    data.load()
+    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data,
+                                           args.seed, args.backbone, args.stem, args.resize, args.patch_topk)
+    return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
+
+
+def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features: FeatureDataModule) -> Path:
+    """Train the head on `features` (of `data`'s splits through the frozen `encoder`: computed in its setup, or
+    handed in already computed) and save it as `<name>.ckpt`, as every run of this stage."""
+    name = args.name or f"downstream-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
+    check_output("logistic_regression", name, args.overwrite, args.resume)
+    if args.solver == "lbfgs":
+        args.epochs = 1  # the whole fit, every strength of the grid, is one epoch
+    seed_everything(args.seed)
+    model = linear_probe.LogisticRegressionModule(
+        feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,
+        dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
+        encoder=str(encoder_path), encoder_md5=None if encoder_path in REFERENCES else file_md5(encoder_path),
+        seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
+        backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"],
+        resize=encoder.backbone_options.get("resize"), patch_topk=encoder.backbone_options.get("patch_topk"),
+        solver=args.solver)
+    args.encoder = str(encoder_path)  # the file it was, should the name later mean another
+    about = {"data_file": str(data.path), "network": encoder.backbone_options}
+    return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
+                        about=about)
+
+
+def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, args) -> dict:
+    """The head saved as `final`, on the test split of `features` (computed already when it was trained):
+    common.evaluate.run_test's results."""
+    head = build_from_checkpoint(linear_probe.LogisticRegressionModule, read_checkpoint(final), final.name,
+                                 multilabel=data.multilabel, dataset=data.flag)
+    return run_test(head, features, args)

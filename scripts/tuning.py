@@ -1,0 +1,427 @@
+"""What scripts/tune.py runs: an Optuna study over a pretraining method's hyperparameters.
+
+Each trial is one pretraining run of the method's own command line (its options, checked as always), for
+--budget-epochs epochs with the online kNN monitor every epoch. The monitor's validation AUROC is reported to Optuna
+after each epoch (`PruneOnMonitor`: the median pruner stops trials below the median of earlier trials at the same
+epoch) and its value at the end of the budget is the trial's objective; the test split is never read.
+
+The study lives in an Optuna storage (a SQLite file by default), so a killed search resumes: the trials it finished
+stay, and a trial whose process died (same machine: its process is gone; another machine: no heartbeat for
+HEARTBEAT_GRACE seconds) is marked failed and its parameters run again.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pytorch_lightning as pl
+from optuna.trial import TrialState
+
+from common.cli import COMMAND_ONLY
+from common.flags import spatial_dims
+from common.sequences import AUG_STRENGTH, default_augmentation
+from pretrain.cli import pretrain_parser
+from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, MethodHparams
+from utils import UserError, atomic_write_text, models_dir
+
+OBJECTIVE = KNN_MONITOR[0]  # val/knn_auroc: the online kNN monitor's validation AUROC (labels of train and val)
+STARTUP_TRIALS = 3  # ours: the median pruner and TPE sampler act once 3 trials have finished; a third of the
+#                     trials when there are more (Optuna's defaults, 5 and 10, exceed searches this small)
+WARMUP_EPOCHS = 1  # ours: no trial is pruned on its first epoch's monitor (every trial is near chance there)
+HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats in the storage
+HEARTBEAT_GRACE = 180  # seconds without one before a trial of another machine counts as dead
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class PruneOnMonitor(pl.Callback):
+    """Reports the kNN monitor's value after each validation to the trial and stops it when Optuna's pruner says so
+    (optuna.TrialPruned out of trainer.fit). Optuna's own PyTorchLightningPruningCallback (optuna-integration) does
+    the same, but for the `lightning` package, whose Callback class is not `pytorch_lightning`'s."""
+
+    def __init__(self, trial: optuna.trial.Trial, monitor: str = OBJECTIVE):
+        self.trial, self.monitor = trial, monitor
+        self.last: float | None = None  # the monitor at the last validation: the objective at the end
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        self.last = float(trainer.callback_metrics[self.monitor])
+        epoch = trainer.current_epoch
+        self.trial.report(self.last, step=epoch)
+        self.trial.set_user_attr("epochs", epoch + 1)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.monitor} {self.last:.4f} after epoch {epoch + 1}: below the median")
+
+
+# ------------------------------------------------------------------------------------------------ the search space
+
+def batch_choices(max_batch: int, n_train: int) -> list[int]:
+    """The batch sizes a trial may take: the method's choices up to --max-batch-size and the training set."""
+    from pretrain.hparams import SHARED_SEARCH
+
+    fitting = [b for b in SHARED_SEARCH["batch_size"][1:] if b <= min(max_batch, n_train)]
+    return fitting or [min(max_batch, n_train)]
+
+
+def search_space(method: type[MethodHparams], dims: int, max_batch: int, n_train: int) -> dict[str, tuple]:
+    """The method's search space for data of `dims` dimensions: volumes have one augmentation sequence."""
+    space = dict(method.search_space())
+    space["batch_size"] = ("choice", *batch_choices(max_batch, n_train))
+    if dims == 3:
+        space.pop("aug")
+    return space
+
+
+def suggest(trial: optuna.trial.Trial, space: dict[str, tuple]) -> dict:
+    """One value per option of `space` from the trial."""
+    params = {}
+    for name, (kind, *values) in space.items():
+        if kind == "log":
+            params[name] = trial.suggest_float(name, values[0], values[1], log=True)
+        elif kind == "float":
+            params[name] = trial.suggest_float(name, values[0], values[1])
+        elif kind == "choice":
+            params[name] = trial.suggest_categorical(name, values)
+        else:
+            raise ValueError(f"unknown kind {kind!r} of search option {name}")
+    return params
+
+
+def default_params(method: type[MethodHparams], space: dict[str, tuple], dims: int, n_train: int,
+                   max_batch: int) -> dict:
+    """The method's defaults, as the first trial of a new study: what the search has to beat."""
+    parser = pretrain_parser(method)
+    defaults = {action.dest: action.default for action in parser._actions}
+    defaults.update(lr=method.LR, aug=default_augmentation(dims), aug_strength=AUG_STRENGTH,
+                    batch_size=min(BATCH_SIZE, max_batch, n_train))
+    params = {name: defaults[name] for name in space}
+    choices = space["batch_size"][1:]
+    params["batch_size"] = max([b for b in choices if b <= params["batch_size"]] or [choices[0]])
+    return params
+
+
+def trial_lr(method: type[MethodHparams], lr: float, batch_size: int) -> float:
+    """--lr of a trial: the searched rate as the method states its default, per LR_BATCH images where it scales."""
+    return lr * batch_size / method.LR_BATCH if method.LR_BATCH else lr
+
+
+def trial_argv(method: type[MethodHparams], base: list[str], params: dict, name: str, budget: int) -> list[str]:
+    """The method's train.py options of one trial."""
+    values = {**params, "lr": trial_lr(method, params["lr"], params["batch_size"])}
+    argv = [*base, "--epochs", str(budget), "--monitor-every", "1", "--name", name, "--overwrite"]
+    for key, value in values.items():
+        argv += [f"--{key.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------------- the study
+
+def open_study(name: str, storage_url: str, seed: int, trials: int, about: dict) -> optuna.Study:
+    """The study `name` in the storage, created or loaded; a study made for another search is an error."""
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5: kept since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            storage_url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))  # another machine's
+    startup = max(STARTUP_TRIALS, trials // 3)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=WARMUP_EPOCHS))
+    recorded = study.user_attrs.get("search")
+    if recorded is None:
+        study.set_user_attr("search", about)
+    elif recorded != about:
+        differs = ", ".join(f"{k} {recorded.get(k)} there, {about.get(k)} here" for k in about
+                            if recorded.get(k) != about.get(k))
+        raise UserError(f"study {name} in {storage_url} is another search ({differs})",
+                        "give the same options to resume it, or a new --study-name")
+    return study
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def retry_dead_trials(study: optuna.Study) -> list[int]:
+    """Trials left running by a process of this machine that is gone (a killed search): marked failed, their
+    parameters queued to run again. Returns their numbers. (Other machines' dead trials: by heartbeat.)"""
+    host, retried = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") == host and "pid" in attrs and not process_alive(attrs["pid"]):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            retried.append(trial.number)
+    return retried
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {state.name.lower(): states.count(state) for state in TrialState}
+
+
+def objective_function(method: type[MethodHparams], base: list[str], space: dict, budget: int, study_name: str):
+    """The objective: one pretraining run of the trial's options; its monitor's last value."""
+    from pretrain.run import pretrain
+
+    module = method.module_class()
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        params = suggest(trial, space)
+        name = f"{study_name}-trial-{trial.number}"
+        args = pretrain_parser(method).parse_args(trial_argv(method, base, params, name, budget))
+        trial.set_user_attr("run", name)
+        trial.set_user_attr("options", {k: v for k, v in vars(args).items() if k not in COMMAND_ONLY})
+        pruning = PruneOnMonitor(trial)
+        print(f"\ntrial {trial.number}: " + ", ".join(f"{k} {format_value(v)}" for k, v in params.items()), flush=True)
+        pretrain(module, args, callbacks=[pruning], **method.method_options(args))
+        if pruning.last is None or not math.isfinite(pruning.last):
+            raise UserError(f"trial {trial.number} ended without a {OBJECTIVE}")
+        return pruning.last
+
+    return objective
+
+
+def format_value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def optimize(study: optuna.Study, objective, trials: int) -> None:
+    """Run trials until `trials` have finished (completed or pruned) in the study, counting every worker's; trials
+    that fail (an exception) are recorded as such and do not count, up to `trials` failures."""
+    failures = 0
+    while True:
+        now = counts(study)
+        if now["complete"] + now["pruned"] + now["running"] >= trials or failures >= trials:
+            return
+        before = now["fail"]
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        failures += counts(study)["fail"] > before
+
+
+def run_workers(argv: list[str], n_jobs: int) -> None:
+    """--n-jobs N: N processes of this command (each --n-jobs 1, its share of the cores) on the same study."""
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads of each worker
+    workers = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("tune.py")), *argv, "--n-jobs", "1",
+                                 "--no-report"], env=env) for _ in range(n_jobs)]
+    codes = [worker.wait() for worker in workers]
+    if any(codes):
+        raise UserError(f"{sum(1 for c in codes if c)} of {n_jobs} workers failed (exit codes {codes})")
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+def last_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A completed trial's objective; a pruned one's last reported value."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    names = sorted({name for trial in study.trials for name in trial.params})
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+            if trial.datetime_complete and trial.datetime_start else None
+        rows.append({"trial": trial.number, "state": trial.state.name.lower(), OBJECTIVE: last_value(trial),
+                     "epochs": trial.user_attrs.get("epochs"), "seconds": seconds,
+                     **{name: trial.params.get(name) for name in names}})
+    return rows
+
+
+def best_config(study: optuna.Study, method: type[MethodHparams]) -> tuple[optuna.trial.FrozenTrial, dict]:
+    """The best completed trial and its options as a --config file holds them (named <study>-best)."""
+    best = study.best_trial
+    options = dict(best.user_attrs["options"])
+    options["name"] = f"{study.study_name}-best"
+    return best, options
+
+
+def write_report(study: optuna.Study, method: type[MethodHparams], folder: Path) -> dict:
+    """best.yaml (a --config file), trials.csv and trials.md, history.png and importances.png in `folder`."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study)
+    if not rows:
+        raise UserError(f"study {study.study_name} has no trials yet", "run the search first")
+    keys = list(rows[0])
+    with open(folder / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(folder / "trials.md", markdown_table(rows, keys))
+    written = {"trials": folder / "trials.md"}
+    completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if completed:
+        best, options = best_config(study, method)
+        header = (f"# Best of study {study.study_name}: trial {best.number}, {OBJECTIVE} {best.value:.4f} after "
+                  f"{options['epochs']} epoch(s).\n# Rerun: python pretrain/{method.NAME}/train.py --config {folder / 'best.yaml'}"
+                  f" [--epochs N --name NAME]\n")
+        atomic_write_text(folder / "best.yaml", header + yaml.safe_dump(options, sort_keys=False))
+        written["best"] = folder / "best.yaml"
+        plot_history(study, folder / "history.png")
+        written["history"] = folder / "history.png"
+        if len(completed) >= 2 and len({tuple(sorted(t.params.items())) for t in completed}) >= 2:
+            plot_importances(study, folder / "importances.png")
+            written["importances"] = folder / "importances.png"
+    return written
+
+
+def markdown_table(rows: list[dict], keys: list[str]) -> str:
+    def cell(value):
+        return "" if value is None else format_value(value) if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_history(study: optuna.Study, path: Path) -> None:
+    """Each trial's objective (pruned: its last reported value, hollow) and the best so far."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    best, best_line = -math.inf, []
+    for trial in study.trials:
+        if trial.state == TrialState.COMPLETE:
+            ax.plot(trial.number, trial.value, "o", color="tab:blue")
+            best = max(best, trial.value)
+        elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+            ax.plot(trial.number, last_value(trial), "o", mfc="none", color="tab:red")
+        best_line.append((trial.number, best if best > -math.inf else math.nan))
+    ax.step(*zip(*best_line), where="post", color="tab:green", label="best so far")
+    ax.plot([], [], "o", color="tab:blue", label="completed")
+    ax.plot([], [], "o", mfc="none", color="tab:red", label="pruned (last value)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{OBJECTIVE} (validation)")
+    ax.set_title(f"{study.study_name}: optimisation history")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_importances(study: optuna.Study, path: Path) -> None:
+    """Optuna's parameter importances (fANOVA over the completed trials) as bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    importances = optuna.importance.get_param_importances(study)
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(names)))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance (fANOVA, share of the objective's variance)")
+    ax.set_title(f"{study.study_name}: parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def study_folder(method: type[MethodHparams], study_name: str) -> Path:
+    """Where a study's database (by default) and report go: the method's models/ folder, beside its trials."""
+    return models_dir(method.NAME) / study_name
+
+
+# ------------------------------------------------------------------------------------------------------ the run
+
+def trial_base_argv(args) -> list[str]:
+    """The options every trial shares: the data, the hardware, the seed and the network."""
+    base = ["--dataset", args.dataset, "--size", str(args.size), "--data-storage", args.data_storage,
+            "--seed", str(args.seed), "--accelerator", args.accelerator, "--devices", str(args.devices),
+            "--num-nodes", str(args.num_nodes), "--precision", args.precision]
+    base += ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    for option in ("backbone", "stem", "resize", "patch_topk"):
+        if getattr(args, option) is not None:
+            base += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    return base
+
+
+def run(args, argv: list[str]) -> dict:
+    """scripts/tune.py: open (or resume) the study, run the trials it still needs, write the report."""
+    from common.cli import size_suffix
+    from common.data import MedMNISTDataModule
+    from pretrain import method_hparams
+
+    method = method_hparams(args.method)
+    name = args.study_name or f"tune-{method.NAME}-{args.dataset}{size_suffix(args.size)}"
+    folder = study_folder(method, name)
+    storage = args.storage or f"sqlite:///{folder / 'study.db'}"
+    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage).load()
+    dims, n_train = spatial_dims(args.dataset), data.num_train()
+    space = search_space(method, dims, args.max_batch_size, n_train)
+    base = trial_base_argv(args)
+    pretrain_parser(method).parse_args(trial_argv(method, base, default_params(method, space, dims, n_train,
+                                                                                  args.max_batch_size),
+                                                  f"{name}-check", args.budget_epochs))  # the options, checked once
+    about = {"method": method.NAME, "dataset": args.dataset, "size": args.size, "budget_epochs": args.budget_epochs,
+             "seed": args.seed, "max_batch_size": args.max_batch_size,
+             **{k: getattr(args, k) for k in ("backbone", "stem", "resize", "patch_topk")}}
+    if args.storage is None:
+        folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial below instead
+    study = open_study(name, storage, args.seed, args.trials, about)
+    if not args.report:
+        retried = retry_dead_trials(study)
+        if retried:
+            print(f"trial(s) {', '.join(map(str, retried))} were left running by a process that is gone: marked "
+                  "failed, their parameters run again")
+        if not study.trials:
+            study.enqueue_trial(default_params(method, space, dims, n_train, args.max_batch_size),
+                                user_attrs={"defaults": True})
+        now = counts(study)
+        print(f"study {name} ({storage}): {now['complete']} completed, {now['pruned']} pruned, {now['fail']} failed; "
+              f"{max(0, args.trials - now['complete'] - now['pruned'])} of {args.trials} trials to run, "
+              f"{args.budget_epochs} epochs each", flush=True)
+        if args.n_jobs > 1:
+            run_workers(argv, args.n_jobs)
+        else:
+            optimize(study, logged(objective_function(method, base, space, args.budget_epochs, name)), args.trials)
+    if args.no_report:
+        return {}
+    written = write_report(study, method, folder)
+    print("\n" + (folder / "trials.md").read_text(), end="")
+    if "best" in written:
+        best = study.best_trial
+        print(f"best: trial {best.number}, {OBJECTIVE} {best.value:.4f}: "
+              + ", ".join(f"{k} {format_value(v)}" for k, v in best.params.items()))
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return written
+
+
+def logged(objective):
+    """The objective, with one line per finished trial."""
+    def run_trial(trial: optuna.trial.Trial) -> float:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned as pruned:
+            print(f"\ntrial {trial.number} pruned: {pruned}", flush=True)  # below the progress bar
+            raise
+        except Exception as err:
+            print(f"\ntrial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            raise
+        print(f"\ntrial {trial.number}: {OBJECTIVE} {value:.4f}", flush=True)
+        return value
+
+    return run_trial

@@ -1,0 +1,91 @@
+"""scripts/tune.py: an Optuna study of real (tiny) pretraining runs in a temporary SQLite file, with a pruned trial,
+a search resumed after its process died, and the report (best.yaml that --config reruns, tables, plots)."""
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from pretrain import base
+from pretrain.simclr.hparams import SimCLRHparams
+from pretrain.simclr.train import build_parser as simclr_parser
+from scripts import tune, tuning
+from utils import models_dir
+
+STUDY = "tune-simclr-breastmnist"
+# the kNN monitor's validation AUROC, epoch by epoch (3 per trial): trials 0-2 set the median (0.75 at epoch 2),
+# trial 3 falls below it at epoch 2 and is pruned there, trial 4 is the best; the resumed search reruns a trial
+MONITOR = [0.70, 0.75, 0.80] * 3 + [0.60, 0.55] + [0.80, 0.85, 0.90] + [0.70, 0.75, 0.80]
+
+
+@pytest.fixture
+def monitor(monkeypatch):
+    """The monitor's values from MONITOR (the training itself is real): which trial the pruner stops is then known."""
+    values = iter(MONITOR)
+    monkeypatch.setattr(base, "knn_monitor_metrics", lambda *args, **kwargs: {"val/knn_acc": 0.5,
+                                                                              "val/knn_auroc": next(values)})
+    return values
+
+
+def test_study_prunes_reports_and_resumes_after_its_process_died(data_dir, output_root, tmp_path, monitor, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--method", "simclr", "--backbone", "small_cnn",
+            "--budget-epochs", "3", "--storage", storage, "--accelerator", "cpu"]
+    written = tune.main([*argv, "--trials", "5"])
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    states = [trial.state for trial in study.trials]
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED, TrialState.COMPLETE], states
+    pruned = study.trials[3]
+    assert pruned.user_attrs["epochs"] == 2 and pruned.intermediate_values == pytest.approx({0: 0.60, 1: 0.55})
+    assert [t.value for t in study.trials if t.state == TrialState.COMPLETE] == pytest.approx([0.80, 0.80, 0.80, 0.90])
+    # the first trial is the method's defaults; every trial is a run of the method's own
+    defaults = study.trials[0].params
+    assert (defaults["lr"], defaults["temperature"], defaults["aug"], defaults["aug_strength"]) == \
+           (SimCLRHparams.LR, 0.07, "novel", 1.0)
+    models = models_dir("simclr")
+    assert (models / f"{STUDY}-trial-4.ckpt").is_file() and not (models / f"{STUDY}-trial-3.ckpt").exists()
+    assert (models / "tb_logs" / f"{STUDY}-trial-3").is_dir()  # the pruned trial's curves stay in TensorBoard
+    # the report: best.yaml reruns with --config as the best trial ran
+    assert set(written) == {"trials", "best", "history", "importances"}
+    for key in ("history", "importances"):
+        assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 3 | pruned | 0.55 | 2 |" in written["trials"].read_text()
+    best = study.trials[4]
+    args = simclr_parser().parse_args(["--config", str(written["best"])])
+    assert (args.name, args.epochs, args.backbone, args.data_dir) == (f"{STUDY}-best", 3, "small_cnn", str(data_dir))
+    assert (args.lr, args.temperature, args.aug, args.batch_size) == \
+           (best.params["lr"], best.params["temperature"], best.params["aug"], best.params["batch_size"])
+    # a killed search: its running trial's process is gone; the same command marks it failed and runs it again
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = study.ask()
+    tuning.suggest(left, tuning.search_space(SimCLRHparams, 2, 256, 48))
+    left.set_user_attr("host", socket.gethostname())
+    left.set_user_attr("pid", dead.pid)
+    capsys.readouterr()
+    tune.main([*argv, "--trials", "6"])
+    assert "were left running by a process that is gone" in capsys.readouterr().out
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    states = [trial.state for trial in study.trials]
+    assert states[left.number] == TrialState.FAIL and states.count(TrialState.RUNNING) == 0
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6
+    again = [t for t in study.trials if t.user_attrs.get("retry_of") == left.number]
+    assert len(again) == 1 and again[0].params == left.params and again[0].state == TrialState.COMPLETE
+    with pytest.raises(StopIteration):
+        next(monitor)  # every value was read: no trial ran that should not have
+    tune.main([*argv, "--trials", "6", "--report"])  # the report alone runs no trial
+
+
+def test_a_study_of_another_search_is_refused(data_dir, output_root, tmp_path, monitor, capsys):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--backbone", "small_cnn", "--trials", "1",
+            "--budget-epochs", "3", "--storage", storage, "--accelerator", "cpu"]
+    tune.main(argv)
+    from utils import run_cli
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(tune.main, [*argv[:-6], "--budget-epochs", "2", "--storage", storage, "--accelerator", "cpu"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(errors) == 1 and "budget_epochs 3 there, 2 here" in errors[0], errors
