@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from common.cli import POSITIVE_INT, add_backbone_options, data_parser
+from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, add_backbone_options, data_parser
 from pretrain import METHODS
 from pretrain.hparams import BATCH_SIZE
 from utils import run_cli
@@ -46,7 +46,7 @@ def build_parser():
                              "(at most one per core)")
     parser.add_argument("--report", action="store_true",
                         help="write the report of the stored study (best.yaml, tables, plots) and exit")
-    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # the --n-jobs workers
+    parser.add_argument("--worker", type=NON_NEGATIVE_INT, default=0, help=argparse.SUPPRESS)  # --n-jobs's workers: 1..N
     return parser
 
 

@@ -28,7 +28,7 @@ from common.cli import COMMAND_ONLY
 from common.flags import spatial_dims
 from common.sequences import AUG_STRENGTH, default_augmentation
 from pretrain.cli import pretrain_parser
-from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, MethodHparams
+from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHparams
 from utils import UserError, atomic_write_text, models_dir
 
 OBJECTIVE = KNN_MONITOR[0]  # val/knn_auroc: the online kNN monitor's validation AUROC (labels of train and val)
@@ -63,9 +63,7 @@ class PruneOnMonitor(pl.Callback):
 # ------------------------------------------------------------------------------------------------ the search space
 
 def batch_choices(max_batch: int, n_train: int) -> list[int]:
-    """The batch sizes a trial may take: the method's choices up to --max-batch-size and the training set."""
-    from pretrain.hparams import SHARED_SEARCH
-
+    """The batch sizes a trial may take: the shared choices up to --max-batch-size and the training set."""
     fitting = [b for b in SHARED_SEARCH["batch_size"][1:] if b <= min(max_batch, n_train)]
     return fitting or [min(max_batch, n_train)]
 
@@ -97,8 +95,7 @@ def suggest(trial: optuna.trial.Trial, space: dict[str, tuple]) -> dict:
 def default_params(method: type[MethodHparams], space: dict[str, tuple], dims: int, n_train: int,
                    max_batch: int) -> dict:
     """The method's defaults, as the first trial of a new study: what the search has to beat."""
-    parser = pretrain_parser(method)
-    defaults = {action.dest: action.default for action in parser._actions}
+    defaults = {dest: action.default for dest, action in pretrain_parser(method).options().items()}
     defaults.update(lr=method.LR, aug=default_augmentation(dims), aug_strength=AUG_STRENGTH,
                     batch_size=min(BATCH_SIZE, max_batch, n_train))
     params = {name: defaults[name] for name in space}
@@ -123,17 +120,17 @@ def trial_argv(method: type[MethodHparams], base: list[str], params: dict, name:
 
 # ---------------------------------------------------------------------------------------------------- the study
 
-def open_study(name: str, storage_url: str, seed: int, trials: int, about: dict) -> optuna.Study:
+def open_study(name: str, storage_url: str, seed: int, trials: int, about: dict, worker: int = 0) -> optuna.Study:
     """The study `name` in the storage, created or loaded; a study made for another search is an error."""
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5: kept since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
             storage_url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))  # another machine's
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))  # another machine's
     startup = max(STARTUP_TRIALS, trials // 3)
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        sampler=optuna.samplers.TPESampler(seed=seed + worker, n_startup_trials=startup),  # workers draw apart
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=WARMUP_EPOCHS))
     recorded = study.user_attrs.get("search")
     if recorded is None:
@@ -202,25 +199,33 @@ def format_value(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def optimize(study: optuna.Study, objective, trials: int) -> None:
+def optimize(study: optuna.Study, objective, trials: int, queued_only: bool = False) -> None:
     """Run trials until `trials` have finished (completed or pruned) in the study, counting every worker's; trials
-    that fail (an exception) are recorded as such and do not count, up to `trials` failures."""
+    that fail (an exception) are recorded as such and do not count, up to `trials` failures. `queued_only`: only
+    the queued trials (the defaults, trials to run again), which --n-jobs runs before its workers start: two
+    processes could otherwise take the same one."""
     failures = 0
     while True:
         now = counts(study)
         if now["complete"] + now["pruned"] + now["running"] >= trials or failures >= trials:
             return
+        if queued_only and not now["waiting"]:
+            return
         before = now["fail"]
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except optuna.exceptions.UpdateFinishedTrialError as err:  # another machine's worker ran it too
+            print(f"note: {err}", file=sys.stderr)
         failures += counts(study)["fail"] > before
 
 
 def run_workers(argv: list[str], n_jobs: int) -> None:
-    """--n-jobs N: N processes of this command (each --n-jobs 1, its share of the cores) on the same study."""
+    """--n-jobs N: N processes of this command (each --n-jobs 1, its share of the cores, its own sampler seed) on
+    the same study."""
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads of each worker
     workers = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("tune.py")), *argv, "--n-jobs", "1",
-                                 "--no-report"], env=env) for _ in range(n_jobs)]
+                                 "--worker", str(index)], env=env) for index in range(1, n_jobs + 1)]
     codes = [worker.wait() for worker in workers]
     if any(codes):
         raise UserError(f"{sum(1 for c in codes if c)} of {n_jobs} workers failed (exit codes {codes})")
@@ -381,9 +386,9 @@ def run(args, argv: list[str]) -> dict:
     if args.storage is None:
         folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial below instead
-    study = open_study(name, storage, args.seed, args.trials, about)
+    study = open_study(name, storage, args.seed, args.trials, about, args.worker)
     if not args.report:
-        retried = retry_dead_trials(study)
+        retried = [] if args.worker else retry_dead_trials(study)
         if retried:
             print(f"trial(s) {', '.join(map(str, retried))} were left running by a process that is gone: marked "
                   "failed, their parameters run again")
@@ -391,14 +396,17 @@ def run(args, argv: list[str]) -> dict:
             study.enqueue_trial(default_params(method, space, dims, n_train, args.max_batch_size),
                                 user_attrs={"defaults": True})
         now = counts(study)
-        print(f"study {name} ({storage}): {now['complete']} completed, {now['pruned']} pruned, {now['fail']} failed; "
-              f"{max(0, args.trials - now['complete'] - now['pruned'])} of {args.trials} trials to run, "
-              f"{args.budget_epochs} epochs each", flush=True)
+        if not args.worker:
+            print(f"study {name} ({storage}): {now['complete']} completed, {now['pruned']} pruned, {now['fail']} "
+                  f"failed; {max(0, args.trials - now['complete'] - now['pruned'])} of {args.trials} trials to run, "
+                  f"{args.budget_epochs} epochs each", flush=True)
+        objective = logged(objective_function(method, base, space, args.budget_epochs, name))
         if args.n_jobs > 1:
+            optimize(study, objective, args.trials, queued_only=True)
             run_workers(argv, args.n_jobs)
         else:
-            optimize(study, logged(objective_function(method, base, space, args.budget_epochs, name)), args.trials)
-    if args.no_report:
+            optimize(study, objective, args.trials)
+    if args.worker:
         return {}
     written = write_report(study, method, folder)
     print("\n" + (folder / "trials.md").read_text(), end="")

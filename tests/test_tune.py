@@ -78,6 +78,28 @@ def test_study_prunes_reports_and_resumes_after_its_process_died(data_dir, outpu
     tune.main([*argv, "--trials", "6", "--report"])  # the report alone runs no trial
 
 
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
+def test_every_methods_search_space_gives_options_its_command_line_takes(method):
+    """Defaults first, then random draws: each trial's options parse with the method's own parser, and the learning
+    rate scales with the batch as the method's default does."""
+    from pretrain import method_hparams
+    from pretrain.cli import pretrain_parser
+
+    hparams = method_hparams(method)
+    space = tuning.search_space(hparams, 2, 256, 500)
+    defaults = tuning.default_params(hparams, space, 2, 500, 256)
+    args = pretrain_parser(hparams).parse_args(tuning.trial_argv(hparams, [], defaults, "t", 5))
+    scale = args.batch_size / hparams.LR_BATCH if hparams.LR_BATCH else 1
+    assert args.lr == pytest.approx(hparams.LR * scale) and args.weight_decay == hparams.WEIGHT_DECAY
+    assert args.aug == "novel" and args.batch_size == 256 and args.val_every == 1 and args.epochs == 5
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        params = tuning.suggest(study.ask(), space)
+        args = pretrain_parser(hparams).parse_args(tuning.trial_argv(hparams, [], params, "t", 5))
+        assert args.batch_size in (32, 64, 128, 256) and 0.25 <= args.aug_strength <= 1.5
+    assert "aug" not in tuning.search_space(hparams, 3, 256, 500)  # volumes have one sequence
+
+
 def test_a_study_of_another_search_is_refused(data_dir, output_root, tmp_path, monitor, capsys):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     argv = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--backbone", "small_cnn", "--trials", "1",
@@ -89,3 +111,14 @@ def test_a_study_of_another_search_is_refused(data_dir, output_root, tmp_path, m
         run_cli(tune.main, [*argv[:-6], "--budget-epochs", "2", "--storage", storage, "--accelerator", "cpu"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert stop.value.code == 2 and len(errors) == 1 and "budget_epochs 3 there, 2 here" in errors[0], errors
+
+
+def test_n_jobs_runs_worker_processes_on_one_study(data_dir, output_root, tmp_path):
+    """--n-jobs 2: the defaults first in this process, then two worker processes, each drawing its own trials."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    tune.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--method", "byol", "--backbone", "small_cnn",
+               "--trials", "3", "--budget-epochs", "1", "--storage", storage, "--accelerator", "cpu", "--n-jobs", "2"])
+    study = optuna.load_study(study_name="tune-byol-breastmnist", storage=storage)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= 3 and len({t.user_attrs["pid"] for t in study.trials}) == 3  # this process + 2 workers
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)  # no trial twice

@@ -62,8 +62,8 @@ def run(args) -> Path:
     options, encoder = network(args, data, init)
     seed_everything(args.seed)
     model = FinetuneClassifier(**options, num_classes=data.num_classes, multilabel=data.multilabel,
-                                        dataset=args.dataset, lr=args.lr, max_epochs=args.epochs,
-                                        init=str(init) if init else None)
+                               dataset=args.dataset, lr=args.lr, max_epochs=args.epochs,
+                               init=str(init) if init else None)
     if encoder is not None:
         load_weights(model.encoder, encoder.state_dict(), f"--init {getattr(init, 'name', init)}")
     check_output("resnet", name, args.overwrite, args.resume)
