@@ -33,7 +33,8 @@ BLUR_KERNEL = 9
 BLUR_SIGMA = (0.1, 2.0)
 EQUALIZE_P = 0.5
 SHARPNESS_RANGE = (1.0, 10.0)  # factor, applied always
-JITTER_LIMITS = (0.9, 0.9, 0.9, 0.5)  # ours, for --aug-strength above 1: factors stay above 0.1, hue within torchvision's
+# ours, for --aug-strength above 1: brightness, contrast and saturation factors stay above 0.1, hue within torchvision's
+JITTER_LIMITS = (0.9, 0.9, 0.9, 0.5)
 
 
 # ----------------------------------------------------------------- sampling

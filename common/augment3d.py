@@ -59,7 +59,8 @@ def sample_resized_crop3d(n: int, size: tuple[int, int, int], generator: Generat
 
 
 # -------------------------------------------------------------- random steps
-# Each step: (x (N, C, D, H, W), generator, size, strength) -> augmented x; the random crop, turns and flips are one step,
+# Each step: (x (N, C, D, H, W), generator, size, strength) -> augmented x; the random crop, turns and flips are one
+# step,
 # so each view is resampled once.
 
 

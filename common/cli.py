@@ -22,7 +22,8 @@ from typing import Callable
 from common.flags import DEFAULT_DATA_DIR, check_size, dataset_info
 from common.hardware import ACCELERATORS, PRECISIONS, check_hardware
 from common.storage import IN_MEMORY_BYTES, STORAGES
-from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem, default_backbone
+from models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem,
+                              default_backbone)
 from models.stem_table import STEMS
 from utils import UserError
 
@@ -250,14 +251,16 @@ def data_parser(description: str) -> Parser:
                         help="MedMNIST flag, e.g. bloodmnist, breastmnist, or a 3D one: adrenalmnist3d, organmnist3d")
     parser.add_argument("--size", type=POSITIVE_INT, default=DEFAULT_SIZE,
                         help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side)")
-    parser.add_argument("--data-dir", default=None, help=f"folder with the MedMNIST npz files (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--data-dir", default=None,
+                        help=f"folder with the MedMNIST npz files (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--data-storage", default="auto", choices=STORAGES,
                         help="memory: read the npz into RAM; mmap: decode it once into an uncompressed cache beside it "
                              "and memory-map that (for sets larger than RAM); auto: mmap above "
                              f"{IN_MEMORY_BYTES / 2**30:.0f} GiB of images")
     parser.add_argument("--seed", type=SEED, default=0, help="seeds Python, NumPy, torch and the augmentation")
     parser.add_argument("--accelerator", default="auto", choices=ACCELERATORS, help="auto: a GPU when there is one")
-    parser.add_argument("--devices", type=devices, default="auto", help="devices per node (GPUs, or CPU processes), or auto")
+    parser.add_argument("--devices", type=devices, default="auto",
+                        help="devices per node (GPUs, or CPU processes), or auto")
     parser.add_argument("--num-nodes", type=POSITIVE_INT, default=1,
                         help="machines of a multi-node run (SLURM, torchrun): --devices on each")
     parser.add_argument("--precision", default="32-true", choices=PRECISIONS,

@@ -18,7 +18,8 @@ def _medmnist_info():
     package = importlib.util.find_spec("medmnist")
     if package is None or not package.submodule_search_locations:
         raise ImportError("the medmnist package is not installed (pip install -r requirements.txt)")
-    spec = importlib.util.spec_from_file_location("_medmnist_info", Path(package.submodule_search_locations[0]) / "info.py")
+    info = Path(package.submodule_search_locations[0]) / "info.py"
+    spec = importlib.util.spec_from_file_location("_medmnist_info", info)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -87,7 +87,8 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
     every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                              save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
-    callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10), *callbacks]
+    callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10),
+                 *callbacks]
     if monitor is not None:
         callbacks.insert(0, ModelCheckpoint(
             filename="epoch={epoch}-step={step}-" + monitor.replace("/", "_") + "={" + monitor + ":.4f}",
@@ -99,7 +100,7 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
         accelerator=args.accelerator,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
         num_nodes=getattr(args, "num_nodes", 1),
-        sync_batchnorm=False,  # pretraining's default on GPUs (trainer_options); Lightning applies it on several devices
+        sync_batchnorm=False,  # pretraining's on GPUs: trainer_options; Lightning applies it on several devices
         precision=args.precision,
         logger=logger,
         callbacks=callbacks,

@@ -45,7 +45,8 @@ def knn_monitor_metrics(encoder: nn.Module, splits: dict, num_classes: int, mult
 
 class PretrainModule(MethodHparams, pl.LightningModule):
     """Batches of uint8 images -> two views each (augmented on the device) -> the method's `step`. Its name and
-    defaults: the class attributes of MethodHparams, set by the method's hparams class (pretrain/<method>/hparams.py)."""
+    defaults: the class attributes of MethodHparams, set by the method's hparams class
+    (pretrain/<method>/hparams.py)."""
 
     def __init__(
         self,

@@ -45,7 +45,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
         expect_kind(ckpt, init, (PRETRAINED, "resnet"), "--init")
     seed_everything(args.seed)
     model = method(**encoder_options(args, data, init, ckpt), dataset=args.dataset, aug=args.aug,
-                   aug_strength=args.aug_strength, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, batch_size=data.batch_size,
+                   aug_strength=args.aug_strength, optimizer=args.optimizer, lr=args.lr,
+                   weight_decay=args.weight_decay, batch_size=data.batch_size,
                    num_train=n_train, max_epochs=args.epochs, seed=args.seed, init=str(init) if init else None,
                    **method_options)
     if ckpt is not None:  # the encoder's weights, from any method's (or a finetuned) checkpoint

@@ -46,7 +46,7 @@ def build_parser():
                              "(at most one per core)")
     parser.add_argument("--report", action="store_true",
                         help="write the report of the stored study (best.yaml, tables, plots) and exit")
-    parser.add_argument("--worker", type=NON_NEGATIVE_INT, default=0, help=argparse.SUPPRESS)  # --n-jobs's workers: 1..N
+    parser.add_argument("--worker", type=NON_NEGATIVE_INT, default=0, help=argparse.SUPPRESS)  # --n-jobs's: 1..N
     return parser
 
 

@@ -29,7 +29,7 @@ from common.flags import spatial_dims
 from common.sequences import AUG_STRENGTH, default_augmentation
 from pretrain.cli import pretrain_parser
 from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHparams
-from utils import UserError, atomic_write_text, models_dir
+from utils import UserError, atomic_path, atomic_write_text, models_dir
 
 OBJECTIVE = KNN_MONITOR[0]  # val/knn_auroc: the online kNN monitor's validation AUROC (labels of train and val)
 STARTUP_TRIALS = 3  # ours: the median pruner and TPE sampler act once 3 trials have finished; a third of the
@@ -126,7 +126,8 @@ def open_study(name: str, storage_url: str, seed: int, trials: int, about: dict,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
             storage_url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))  # another machine's
+            # a trial of another machine whose heartbeat stopped: failed, and its parameters run once more
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     startup = max(STARTUP_TRIALS, trials // 3)
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
@@ -269,7 +270,7 @@ def write_report(study: optuna.Study, method: type[MethodHparams], folder: Path)
     if not rows:
         raise UserError(f"study {study.study_name} has no trials yet", "run the search first")
     keys = list(rows[0])
-    with open(folder / "trials.csv", "w", newline="") as handle:
+    with atomic_path(folder / "trials.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
@@ -279,8 +280,8 @@ def write_report(study: optuna.Study, method: type[MethodHparams], folder: Path)
     if completed:
         best, options = best_config(study, method)
         header = (f"# Best of study {study.study_name}: trial {best.number}, {OBJECTIVE} {best.value:.4f} after "
-                  f"{options['epochs']} epoch(s).\n# Rerun: python pretrain/{method.NAME}/train.py --config {folder / 'best.yaml'}"
-                  f" [--epochs N --name NAME]\n")
+                  f"{options['epochs']} epoch(s).\n# Rerun: python pretrain/{method.NAME}/train.py --config "
+                  f"{folder / 'best.yaml'} [--epochs N --name NAME]\n")
         atomic_write_text(folder / "best.yaml", header + yaml.safe_dump(options, sort_keys=False))
         written["best"] = folder / "best.yaml"
         plot_history(study, folder / "history.png")
@@ -328,12 +329,14 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 
 
 def plot_importances(study: optuna.Study, path: Path) -> None:
-    """Optuna's parameter importances (fANOVA over the completed trials) as bars."""
+    """Optuna's parameter importances by fANOVA (a random forest over the completed trials; Optuna 5's default,
+    PED-ANOVA, degenerates with as few trials as a small search has) as bars."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    importances = optuna.importance.get_param_importances(study)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(names)))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")

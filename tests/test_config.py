@@ -98,7 +98,7 @@ def out_of_range_cases():
 @pytest.mark.parametrize("script, action, value, required", list(out_of_range_cases()))
 def test_every_numeric_option_has_a_range_and_refuses_values_outside_it(script, action, value, required, capsys,
                                                                        output_root):
-    assert value is not None, f"{action.option_strings[0]} of {script} is a bare {action.type.__name__}: give it a Number"
+    assert value is not None, f"{action.option_strings[0]} of {script} is a bare {action.type.__name__}: use a Number"
     parser = module(script).build_parser()
     with pytest.raises(SystemExit) as stop:
         parser.parse_args([*required, action.option_strings[0], value])

@@ -34,7 +34,8 @@ class MoCoHparams(MethodHparams):
         parser.add_argument("--key-momentum", type=MOMENTUM, default=KEY_MOMENTUM,
                             help="momentum of the key encoder's moving average")
         parser.add_argument("--bn-splits", type=POSITIVE_INT, default=BN_SPLITS,
-                            help="split batch norm on one device (1: plain batch norm); several devices shuffle instead")
+                            help="split batch norm on one device (1: plain batch norm); several devices shuffle "
+                                 "instead")
 
     @classmethod
     def method_options(cls, args):

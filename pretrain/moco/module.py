@@ -8,7 +8,8 @@ from common import distributed
 from models.heads import ProjectionHead
 from pretrain.base import PretrainModule, rank_metrics
 from pretrain.moco.batchnorm import use_split_batch_norm
-from pretrain.moco.hparams import BN_SPLITS, KEY_MOMENTUM, PROJECTION_DIM, QUEUE_SIZE, SYMMETRIC, TEMPERATURE, MoCoHparams
+from pretrain.moco.hparams import (BN_SPLITS, KEY_MOMENTUM, PROJECTION_DIM, QUEUE_SIZE, SYMMETRIC, TEMPERATURE,
+                                   MoCoHparams)
 from pretrain.moco.loss import info_nce
 from pretrain.moco.key_queue import KeyQueue
 from pretrain.momentum import ema_update, momentum_copy
