@@ -20,8 +20,7 @@ import torch
 
 from common import prefetch
 from common.cache import images_nbytes, open_cache
-from common.flags import (DEFAULT_DATA_DIR, FLAGS_3D, SIZES, SIZES_3D, dataset_info, is_multilabel,  # noqa: F401
-                          npz_path, spatial_dims)
+from common.flags import DEFAULT_DATA_DIR, dataset_info, is_multilabel, npz_path, spatial_dims
 from common.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 

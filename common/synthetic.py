@@ -8,7 +8,8 @@ from pathlib import Path
 import medmnist
 import numpy as np
 
-from common.data import SPLITS, is_multilabel, npz_path, spatial_dims
+from common.data import SPLITS
+from common.flags import is_multilabel, npz_path, spatial_dims
 from common.npy_stream import write_member
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from common.sequences import AUGMENTATIONS
+
 BATCH_SIZE = 256  # the study's: min(256, N)
 MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation images; every 2nd epoch keeps it
 #                    under 10% of the training time (scripts/benchmark.py measures it)
@@ -25,7 +27,7 @@ SGD_MOMENTUM = 0.9  # MoCo v2, BYOL (with LARS) and lightly's benchmarks alike
 # sequence and its strength as the command line has them. Batch sizes above --max-batch-size are left out.
 SHARED_SEARCH = {
     "weight_decay": ("log", 1e-6, 1e-2),
-    "aug": ("choice", "natural", "simple", "novel", "greyscale"),
+    "aug": ("choice", *AUGMENTATIONS),  # the image sequences; volumes have one
     "aug_strength": ("float", 0.25, 1.5),
     "batch_size": ("choice", 32, 64, 128, 256),
 }

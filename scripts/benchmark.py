@@ -41,7 +41,8 @@ from scripts import benchmarking as bench
 from common.sequences import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
 from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, new_network
 from common.cache import images_nbytes
-from common.data import DEFAULT_DATA_DIR, SIZES, MedMNISTDataModule, dataset_info, npz_path, spatial_dims
+from common.data import MedMNISTDataModule
+from common.flags import DEFAULT_DATA_DIR, SIZES, dataset_info, npz_path, spatial_dims
 from common.storage import STORAGES
 from common.synthetic import write_synthetic
 from common.hardware import check_precision

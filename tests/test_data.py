@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from common import flags
-from common.data import MedMNISTDataModule, dataset_info, select_subset
+from common.data import MedMNISTDataModule, select_subset
+from common.flags import dataset_info
 from fakedata import SPLIT_SIZES, write_npz
 from utils import UserError
 
