@@ -90,7 +90,6 @@ LEARNING_RATE = Number(float, 0, 10, open_low=True)  # ours: above 10 no optimis
 WEIGHT_DECAY = Number(float, 0, 1)  # decoupled (AdamW) or L2 (SGD): 1 already shrinks weights by lr per step
 TEMPERATURE = Number(float, 0, 10, open_low=True)  # ours: above 10 the softmax is flat
 MOMENTUM = Number(float, 0, 1, open_high=True)  # a moving average's: 1 would never move
-FRACTION = Number(float, 0, 1, open_high=True)
 
 
 def dataset_flag(text: str) -> str:
@@ -113,19 +112,19 @@ def read_config(path: Path) -> dict:
     """The options of a YAML or JSON file: a mapping of option names to values, or a run's saved config.json
     (its "options")."""
     if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
+        raise UserError("no such file")
     import yaml
 
     text = path.read_text()
     try:
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:  # each names the line
-        raise UserError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+        raise UserError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
                         f"{' '.join(str(err).split())}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a mapping of option names to values, got {type(values).__name__}")
+        raise UserError(f"expected a mapping of option names to values, got {type(values).__name__}")
     if isinstance(values.get("options"), dict):  # a run's config.json: options, and what the run recorded
         values = values["options"]
     return values
@@ -159,9 +158,9 @@ class Parser(argparse.ArgumentParser):
             pre.add_argument("--config", type=Path)
             config = pre.parse_known_args(argv)[0].config
             if config is not None:
+                self.source = str(config)  # errors in the file name the file
                 prior = self.config_argv(config)
-                self.source = str(config)
-                super().parse_args(prior)  # errors in the file name the file
+                super().parse_args(prior)
                 self.source = None
         parsed = super().parse_args(prior + argv, namespace)  # the command line after the file: it overrides it
         for check in self.checks:
@@ -187,37 +186,28 @@ class Parser(argparse.ArgumentParser):
                 continue
             if dest not in actions:
                 close = difflib.get_close_matches(dest, [d for d in actions if d not in COMMAND_ONLY], n=1, cutoff=0.5)
-                self.source = str(path)
                 self.error(f"unknown option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            argv += option_words(actions[dest], value, path)
+            argv += self.option_words(actions[dest], value)
         return argv
 
-
-def option_words(action: argparse.Action, value, path: Path) -> list[str]:
-    """`value` of a config file as the command-line words of `action` (None: the option's default)."""
-    option = action.option_strings[0]
-    if value is None:
-        return []
-    if isinstance(action, argparse.BooleanOptionalAction):
-        if not isinstance(value, bool):
-            raise_config(path, f"{action.dest} must be true or false, got {value!r}")
-        return [option if value else "--no-" + option[2:]]
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-        if not isinstance(value, bool):
-            raise_config(path, f"{action.dest} must be true or false, got {value!r}")
-        return [option] if value != action.default else []
-    if isinstance(value, (list, tuple)):
-        if action.nargs not in ("+", "*"):
-            raise_config(path, f"{action.dest} takes one value, got a list")
-        return [option, *map(str, value)]
-    if isinstance(value, (dict, bool)) and action.type is not None:
-        raise_config(path, f"{action.dest} takes {getattr(action.type, '__name__', 'a value')}, got {value!r}")
-    return [f"{option}={value}"]  # one word: a value starting with - stays a value
-
-
-def raise_config(path: Path, message: str):
-    print(f"error: {path}: {message}", file=sys.stderr)
-    sys.exit(2)
+    def option_words(self, action: argparse.Action, value) -> list[str]:
+        """`value` of a config file as the command-line words of `action` (None: the option's default)."""
+        option = action.option_strings[0]
+        if value is None:
+            return []
+        if isinstance(action, (argparse.BooleanOptionalAction, argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if not isinstance(value, bool):
+                self.error(f"{action.dest} must be true or false, got {value!r}")
+            if isinstance(action, argparse.BooleanOptionalAction):
+                return [option if value else "--no-" + option[2:]]
+            return [option] if value != action.default else []
+        if isinstance(value, (list, tuple)):
+            if action.nargs not in ("+", "*"):
+                self.error(f"{action.dest} takes one value, got a list")
+            return [option, *map(str, value)]
+        if isinstance(value, (dict, bool)) and action.type is not None:
+            self.error(f"{action.dest} takes {getattr(action.type, '__name__', 'a value')}, got {value!r}")
+        return [f"{option}={value}"]  # one word: a value starting with - stays a value
 
 
 def config_yaml(parser: Parser, args: argparse.Namespace) -> str:

@@ -37,7 +37,6 @@ STARTUP_TRIALS = 3  # ours: the median pruner and TPE sampler act once 3 trials 
 WARMUP_EPOCHS = 1  # ours: no trial is pruned on its first epoch's monitor (every trial is near chance there)
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats in the storage
 HEARTBEAT_GRACE = 180  # seconds without one before a trial of another machine counts as dead
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class PruneOnMonitor(pl.Callback):

@@ -1,5 +1,6 @@
 """scripts/tune.py: an Optuna study of real (tiny) pretraining runs in a temporary SQLite file, with a pruned trial,
 a search resumed after its process died, and the report (best.yaml that --config reruns, tables, plots)."""
+import os
 import socket
 import subprocess
 import sys
@@ -114,11 +115,13 @@ def test_a_study_of_another_search_is_refused(data_dir, output_root, tmp_path, m
 
 
 def test_n_jobs_runs_worker_processes_on_one_study(data_dir, output_root, tmp_path):
-    """--n-jobs 2: the defaults first in this process, then two worker processes, each drawing its own trials."""
+    """--n-jobs 2: the defaults first in this process, then worker processes, each drawing its own trials."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     tune.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--method", "byol", "--backbone", "small_cnn",
                "--trials", "3", "--budget-epochs", "1", "--storage", storage, "--accelerator", "cpu", "--n-jobs", "2"])
     study = optuna.load_study(study_name="tune-byol-breastmnist", storage=storage)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) >= 3 and len({t.user_attrs["pid"] for t in study.trials}) == 3  # this process + 2 workers
+    pids = [t.user_attrs["pid"] for t in study.trials]
+    assert len(finished) >= 3 and pids[0] == os.getpid()  # the queued defaults: here, before the workers start
+    assert os.getpid() not in pids[1:]  # the rest: the workers (how they share them depends on their start-up time)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)  # no trial twice
