@@ -31,7 +31,8 @@ def count_optimizer_step(trainer) -> None:
 
 class LogisticRegressionModule(ClassifierModule):
     """Features (N, feature_dim) -> logits (N, num_classes). Records the encoder it was trained on (and, for
-    a random-init or ImageNet encoder, its backbone, stem, resize and top-K patch head)."""
+    a random-init or ImageNet encoder, its backbone, stem, resize and top-K patch head) and which of its features
+    it read (`features`, models.feature_choice: test.py reads the same)."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class LogisticRegressionModule(ClassifierModule):
         solver: str = "adamw",
         resize: int | None = None,
         patch_topk: int | None = None,
+        features: str = "last",
     ):
         super().__init__()
         self.save_hyperparameters()

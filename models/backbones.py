@@ -3,7 +3,8 @@
     backbone = build_backbone("resnet18", in_channels=1, size=28, stem="small")
 
 A backbone maps normalised images (N, C, H, W), or volumes (N, C, D, H, W) for a 3D backbone (`dims=3`), to
-features (N, backbone.feature_dim) and has `in_channels`. Adding one is one entry in BACKBONES: a function
+features (N, backbone.feature_dim) and has `in_channels`; `stage_outputs(x)` gives each stage's output and
+`stage_widths` their channels (models.stages reads them for --features). Adding one is one entry in BACKBONES: a function
 (in_channels, size, stem) -> module, which imports its network when called: the registry itself imports no torch,
 so the command line lists and checks backbones before the heavy imports.
 """
@@ -27,6 +28,7 @@ class Backbone:
     about: str = ""
     dims: int = 2  # spatial dimensions of its input: 2 (images) or 3 (volumes)
     patch_topk: bool = False  # takes --patch-topk K (models.topk_pool): ViTs
+    stages: int = 4  # what --features stage:K counts (models.feature_choice): ResNets' layers, the small CNN's blocks
 
 
 def _resnet(depth: str) -> Backbone:
@@ -43,7 +45,9 @@ def _vit(size: str) -> Backbone:
         from models.vit import ConvStemViT
         return ConvStemViT(size, in_channels, image_size, patch_topk)
 
-    return Backbone(build, fixed_size=True, patch_topk=True,
+    from models.vit_sizes import SIZES  # no torch
+
+    return Backbone(build, fixed_size=True, patch_topk=True, stages=SIZES[size]["num_layers"],
                     about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's; "
                           "--patch-topk K: the top-K patch head")
 

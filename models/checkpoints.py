@@ -166,6 +166,7 @@ def encoder_from(ckpt: dict, path: Path, option: str, channels: int, size: int, 
     load_weights(encoder, submodule_state(our_state_dict(ckpt), "encoder"), f"{option} {path.name}")
     require_reads(encoder, channels, size, f"{option} {path.name}",
                   "use an encoder pretrained on the same kind of data (2D or 3D, channels, and size for a ViT)", dims)
+    encoder.recorded_features = (ckpt.get("hyper_parameters") or {}).get("features")  # its recipe's --features
     return encoder
 
 

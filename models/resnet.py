@@ -42,9 +42,16 @@ class ResNetEncoder(ResNet):
         if not max_pool:
             self.maxpool = nn.Identity()
         self.feature_dim = self.fc.in_features
+        self.stage_widths = tuple(width * block.expansion for width in (64, 128, 256, 512))  # torchvision's
         self.fc = nn.Identity()
 
+    def stage_outputs(self, x: torch.Tensor, upto: int = 4) -> list[torch.Tensor]:
+        """The outputs (N, C_k, H_k, W_k) of layer1 to layer`upto`."""
+        x, outputs = self.maxpool(self.relu(self.bn1(self.conv1(x)))), []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:upto]:
+            x = layer(x)
+            outputs.append(x)
+        return outputs
+
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)  # (N, feature_dim)
+        return torch.flatten(self.avgpool(self.stage_outputs(x)[-1]), 1)  # (N, feature_dim)

@@ -44,8 +44,16 @@ class ResNet3DEncoder(VideoResNet):
         super().__init__(block, [Conv3DSimple] * 4, layers, lambda: stem_3d(in_channels, stem))  # VideoResNet's init
         self.in_channels, self.stem_name = in_channels, stem
         self.feature_dim = self.fc.in_features
+        self.stage_widths = tuple(width * block.expansion for width in (64, 128, 256, 512))  # torchvision's
         self.fc = nn.Identity()
 
+    def stage_outputs(self, x: torch.Tensor, upto: int = 4) -> list[torch.Tensor]:
+        """The outputs (N, C_k, D_k, H_k, W_k) of layer1 to layer`upto`."""
+        x, outputs = self.stem(x), []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:upto]:
+            x = layer(x)
+            outputs.append(x)
+        return outputs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return torch.flatten(self.avgpool(x), 1)  # (N, feature_dim)
+        return torch.flatten(self.avgpool(self.stage_outputs(x)[-1]), 1)  # (N, feature_dim)

@@ -31,13 +31,24 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, dims: int = 2):
         super().__init__()
-        self.in_channels, self.feature_dim = in_channels, WIDTHS[-1]
+        self.in_channels, self.feature_dim, self.stage_widths = in_channels, WIDTHS[-1], WIDTHS
         conv, norm, max_pool, global_pool = LAYERS[dims]
         blocks = [conv_block(in_channels, WIDTHS[0], StemConv2d if dims == 2 else conv, norm)]
         for previous, width in zip(WIDTHS, WIDTHS[1:]):
             blocks += [max_pool(2), conv_block(previous, width, conv, norm)]
         self.features = nn.Sequential(*blocks)
         self.pool = global_pool(1)
+
+    def stage_outputs(self, x: torch.Tensor, upto: int = len(WIDTHS)) -> list[torch.Tensor]:
+        """The outputs of conv blocks 1 to `upto` (block 1 at full resolution, each next after a 2x max-pool)."""
+        outputs = []
+        for layer in self.features:
+            x = layer(x)
+            if not isinstance(layer, nn.modules.pooling._MaxPoolNd):
+                outputs.append(x)
+                if len(outputs) == upto:
+                    break
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)

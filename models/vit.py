@@ -17,12 +17,8 @@ from torchvision.models.vision_transformer import ConvStemConfig, VisionTransfor
 
 from models.stem import StemConv2d
 from models.topk_pool import TopKPatchPool
+from models.vit_sizes import SIZES
 
-# DeiT's Tiny and Small sizes (Touvron et al. 2021), less one block for the conv stem (Xiao et al.)
-SIZES = {
-    "tiny": dict(hidden_dim=192, num_heads=3, mlp_dim=768, num_layers=11),
-    "small": dict(hidden_dim=384, num_heads=6, mlp_dim=1536, num_layers=11),
-}
 MAX_TOKENS = 256  # the patch size is the smallest power of two >= 4 giving at most 16x16 tokens
 MIN_PATCH = 4  # 28 px -> 7x7 tokens, 64 px -> 16x16, 128 px -> patch 8, 224 px -> patch 16 (ViT's own)
 
@@ -58,6 +54,7 @@ class ConvStemViT(VisionTransformer):
         self.conv_proj.conv_bn_relu_0[0] = StemConv2d(in_channels, first.out_channels, first.kernel_size,
                                                       first.stride, first.padding, bias=False)
         self.in_channels, self.feature_dim = in_channels, config["hidden_dim"]
+        self.stage_widths = (config["hidden_dim"],) * config["num_layers"]
         self.heads = nn.Identity()
         self.grid = image_size // patch  # tokens per side
         if patch_topk is not None and not 1 <= patch_topk <= self.grid ** 2:
@@ -70,6 +67,18 @@ class ConvStemViT(VisionTransformer):
         x = self._process_input(x)  # (N, tokens, hidden_dim)
         x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
         return self.encoder(x)
+
+    def stage_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """The patch tokens (N, hidden_dim, tokens) after transformer blocks 1 to `upto` (channels first, as a
+        convolution's output, so that models.stages pools every backbone alike)."""
+        x = self._process_input(x)
+        x = torch.cat([self.class_token.expand(len(x), -1, -1), x], dim=1)
+        x = self.encoder.dropout(x + self.encoder.pos_embedding)  # as torchvision's Encoder.forward
+        outputs = []
+        for block in list(self.encoder.layers)[:upto]:
+            x = block(x)
+            outputs.append(x[:, 1:].transpose(1, 2))
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.tokens(x)

@@ -26,7 +26,9 @@ from common.normalize import normalize, to_unit
 from common.slices import mid_slices
 from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
 from models.checkpoints import load_weights
+from models.feature_choice import LAST
 from models.resize import resize_images
+from models.stages import read_features
 from pretrain.hparams import OPTIMIZERS, SGD_MOMENTUM, MethodHparams
 
 VIEW_GRID_IMAGES = 16  # images (each with its two views) in the TensorBoard grid of the first batch
@@ -68,10 +70,12 @@ class PretrainModule(MethodHparams, pl.LightningModule):
         channels_last: bool = True,
         resize: int | None = None,
         patch_topk: int | None = None,
+        features: str = LAST,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = build_backbone(backbone, in_channels, size, stem, resize, patch_topk)
+        read_features(self.encoder, features)  # a stage the network lacks: an error now, not at the first validation
         self.hparams.update(method=self.NAME, stem=self.encoder.backbone_options["stem"],
                             optimizer=optimizer or self.OPTIMIZER,
                             weight_decay=self.WEIGHT_DECAY if weight_decay is None else weight_decay)
@@ -189,12 +193,14 @@ class PretrainModule(MethodHparams, pl.LightningModule):
     # -- the online monitor ------------------------------------------------------------------------
     def knn_monitor(self) -> dict[str, float]:
         """val/knn_acc, val/knn_auroc: a weighted kNN classifier (common.knn) on the encoder's features of the
-        unaugmented training images (the bank, with their labels) and validation images (the queries).
-        Runs at each validation (every --monitor-every epochs); labels serve this monitor only."""
+        unaugmented training images (the bank, with their labels) and validation images (the queries), read at
+        --features (models.stages). Runs at each validation (every --monitor-every epochs); labels serve this
+        monitor only."""
         data = self.trainer.datamodule
         if not getattr(data, "splits", None):
             return {}
-        return knn_monitor_metrics(self.encoder, data.splits, data.num_classes, data.multilabel, self.device)
+        monitored = read_features(self.encoder, self.hparams.get("features") or LAST)  # not a submodule: no new keys
+        return knn_monitor_metrics(monitored, data.splits, data.num_classes, data.multilabel, self.device)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

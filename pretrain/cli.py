@@ -13,18 +13,26 @@ from common.flags import spatial_dims
 from common.hardware import uses_gpu
 from common.sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
                               default_augmentation)
+from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams
 from utils import UserError
 
 AUG_STRENGTH_RANGE = Number(float, 0, 2, open_low=True)  # ours: at 2 the crop keeps 1% of an image at least
+TIME_BUDGET = Number(float, 0, 10080, open_low=True)  # minutes; ours: up to a week, longer than a cluster job runs
 
 
 def pretrain_parser(method: type[MethodHparams]) -> Parser:
     """train_parser plus the options of every pretraining method and `method`'s own (its defaults in the help)."""
-    parser = train_parser(f"{method.TITLE} pretraining on MedMNIST.", epochs=EPOCHS, batch_size=None, validate=(
+    parser = train_parser(f"{method.TITLE} pretraining on MedMNIST.", epochs=None, batch_size=None, validate=(
         ("--monitor-every", "--val-every"), MONITOR_EVERY, "validate every N epochs: the method's metrics and the "
         "online kNN monitor (val/knn_acc, val/knn_auroc; labels serve the monitor only)"))
     parser.set_defaults(batch_size=None)
+    parser.options()["epochs"].help = (f"training epochs (default {EPOCHS}); with --time-budget: as many as fit in "
+                                       "it, and --epochs caps them")
+    parser.add_argument("--time-budget", type=TIME_BUDGET, default=None, metavar="MINUTES",
+                        help="wall-clock minutes for the whole run: it times a few of its steps, sets the epochs (and "
+                             "so the cosine schedule) to fit, stops at the budget and records what it achieved in "
+                             "<name>.config.json (time_budget); not with --resume")
     parser.add_argument("--aug", default=None, choices=ALL_AUGMENTATIONS,
                         help=f"augmentation sequence: for images {', '.join(AUGMENTATIONS)} (default novel, the study's "
                              f"proposal), for volumes {', '.join(AUGMENTATIONS_3D)} (the default)")
@@ -32,6 +40,9 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
                         help="how far views stray from their image: the crop's smallest share and the colour jitter "
                              "(intensity, for volumes) scale with it; 1: the sequences as published")
     add_backbone_options(parser, "without --init")
+    parser.add_argument("--features", type=feature_option, default=LAST,
+                        help=FEATURES_HELP + "; what the kNN monitor reads, recorded in the checkpoint so that the "
+                             "probe and the label-efficiency command read the same by default")
     parser.add_argument("--optimizer", default=method.OPTIMIZER, choices=OPTIMIZERS)
     scaled = f" x batch / {method.LR_BATCH}" if method.LR_BATCH else ""
     parser.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"learning rate (default {method.LR:g}{scaled})")
@@ -52,8 +63,15 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
 
 def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace) -> None:
     """What the parser checks across options: the sequence fits the data set (resolved in place: the record says
-    which ran), --sync-batchnorm has GPUs (its default is resolved by the run: it depends on the machine)."""
+    which ran), --sync-batchnorm has GPUs (its default is resolved by the run: it depends on the machine), --epochs
+    is EPOCHS unless given or derived from --time-budget, which cannot --resume."""
     args.aug = checked_augmentation(args.aug, args.dataset)
+    if args.time_budget is None and args.epochs is None:
+        args.epochs = EPOCHS
+    if args.time_budget is not None and args.resume:
+        raise UserError("--time-budget and --resume exclude each other: the budget, and the epochs it plans, are "
+                        "one uninterrupted run's",
+                        "resume with --epochs N in place of --time-budget, N the planned_epochs its config.json has")
     if args.sync_batchnorm:
         checked_sync_batchnorm(method, args)
 

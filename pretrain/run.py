@@ -1,16 +1,27 @@
 """A pretraining run, as the command line's options say (pretrain.cli parsed and checked them)."""
 from __future__ import annotations
 
+import copy
+import itertools
+import time
 from pathlib import Path
+
+import torch
 
 from common.cli import new_network, size_suffix
 from common.data import MedMNISTDataModule
+from common.features import extract_features
+from common.normalize import normalize, to_unit
+from common.time_budget import (FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device, preserved_rng,
+                                timed_save, timed_steps)
 from common.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
 from pretrain.cli import checked_sync_batchnorm
-from pretrain.hparams import BATCH_SIZE, KNN_MONITOR
-from utils import UserError, resolve_encoder, seed_everything
+from pretrain.hparams import BATCH_SIZE, EPOCHS, KNN_MONITOR
+from utils import UserError, models_dir, resolve_encoder, seed_everything
+
+AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}  # the precisions that train under autocast
 
 
 def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
@@ -47,7 +58,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
     model = method(**encoder_options(args, data, init, ckpt), dataset=args.dataset, aug=args.aug,
                    aug_strength=args.aug_strength, optimizer=args.optimizer, lr=args.lr,
                    weight_decay=args.weight_decay, batch_size=data.batch_size,
-                   num_train=n_train, max_epochs=args.epochs, seed=args.seed, init=str(init) if init else None,
+                   num_train=n_train, max_epochs=args.epochs or EPOCHS,  # --time-budget: replaced at set-up
+                   seed=args.seed, init=str(init) if init else None, features=args.features,
                    **method_options)
     if ckpt is not None:  # the encoder's weights, from any method's (or a finetuned) checkpoint
         model.load_encoder_state(submodule_state(our_state_dict(ckpt), "encoder"), f"--init {init.name}")
@@ -57,5 +69,97 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
     about = {"method": method.NAME, "data_file": str(data.path), "network": model.encoder.backbone_options,
              "sync_batchnorm": sync_batchnorm}
     monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
+    options = {"sync_batchnorm": sync_batchnorm}
+    if getattr(args, "time_budget", None) is not None:
+        budget = time_budget(model, data, args, models_dir(method.NAME))
+        callbacks, options["max_epochs"] = [*callbacks, budget], model.hparams.max_epochs  # until its set-up plans them
+        about["time_budget"] = budget.record  # the same dict: the callback adds the plan and what the run achieved
     return fit_and_save(method.NAME, name, args, model, data, monitor=monitor, mode=mode, about=about,
-                        callbacks=callbacks, trainer_options={"sync_batchnorm": sync_batchnorm})
+                        callbacks=callbacks, trainer_options=options)
+
+
+def time_budget(model, data: MedMNISTDataModule, args, folder: Path) -> TimeBudget:
+    """--time-budget's Lightning callback, its clock started now: the run calibrated, its epochs planned at the
+    Trainer's set-up (--epochs caps them when given)."""
+    started = time.monotonic()
+    calibration = calibrate(model, data, str(args.accelerator), str(args.precision), folder, started,
+                            compile_encoder=getattr(args, "compile", False))
+    every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
+    saves = 1 + (len(data.train_dataloader()) / every_n_steps if every_n_steps else 0)  # last.ckpt, every epoch
+    return TimeBudget(args.time_budget, started, calibration, data.num_train(), data.batch_size, args.val_every,
+                      saves, cap=args.epochs)
+
+
+def calibrate(model, data: MedMNISTDataModule, accelerator: str, precision: str, folder: Path,
+              started: float, compile_encoder: bool = False) -> Calibration:
+    """The run's own costs, timed on a copy of `model` (its weights, queue and generators, and every random state,
+    stay as they are): training steps, one validation, one checkpoint save (in `folder`). With `compile_encoder`
+    (--compile) the copy's encoder is compiled as fit_and_save compiles the run's: the compilation falls in the
+    warm-up, whose extra seconds the plan counts again for the run."""
+    device = calibration_device(accelerator)
+    with preserved_rng(device):
+        twin = copy.deepcopy(model).to(device)
+        twin.configure_model()
+        if compile_encoder:
+            twin.encoder.compile()
+        (optimizer,), _ = twin.configure_optimizers()
+        steps = CalibrationSteps(twin, optimizer, data, device, precision)
+        seconds_per_step, warmup_extra = timed_steps(steps.train, device)
+        validation_s, validation_warmup = steps.validation_seconds()
+        checkpoint_s = timed_save({"state_dict": twin.state_dict(), "optimizer_states": [optimizer.state_dict()]},
+                                  folder)
+    del twin, optimizer, steps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return Calibration(seconds_per_step, warmup_extra + validation_warmup, validation_s, checkpoint_s,
+                       time.monotonic() - started)
+
+
+class CalibrationSteps:
+    """A pretraining module's steps outside a Trainer, on its own generators: the views of a batch as
+    PretrainModule.on_after_batch_transfer makes them, the forward under the run's precision as Lightning runs it."""
+
+    def __init__(self, module, optimizer, data: MedMNISTDataModule, device: torch.device, precision: str):
+        self.module, self.optimizer, self.data, self.device, self.precision = module, optimizer, data, device, precision
+        self.batches = itertools.cycle(data.train_dataloader())  # the run's first batches, again when it has fewer
+
+    def views(self, images: torch.Tensor, split: str) -> torch.Tensor:
+        x, generator = to_unit(images.to(self.device)), self.module.generator(split)
+        pair = torch.cat([self.module.augment(x, generator), self.module.augment(x, generator)])
+        return normalize(pair).contiguous(memory_format=self.module.memory_format)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=AUTOCAST.get(self.precision), enabled=self.precision in AUTOCAST)
+
+    def train(self) -> None:
+        """One optimisation step on the next training batch."""
+        images, labels = next(self.batches)
+        batch = self.views(images, "train"), labels
+        self.module.train()
+        with self.autocast():
+            loss = self.module.training_step(batch, 0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def validation_seconds(self) -> tuple[float, float]:
+        """(seconds of one validation, its first call's seconds beyond a steady one): the method's val loop (one
+        batch timed, times the batches) and the kNN monitor's encoding of the training and validation images
+        (FEATURE_SAMPLE of them timed), each after one untimed call."""
+        images, labels = next(iter(self.data.val_dataloader()))
+
+        @torch.no_grad()
+        def val_step() -> None:
+            batch = self.views(images, "val"), labels
+            with self.autocast():
+                self.module.validation_step(batch, 0)
+
+        self.module.eval()
+        val_step_s, val_warmup = timed_steps(val_step, self.device, warmup=1, steps=1)
+        (train_images, _), (val_images, _) = self.data.splits["train"], self.data.splits["val"]
+        sample = train_images[:FEATURE_SAMPLE]
+        encode_s, encode_warmup = timed_steps(lambda: extract_features(self.module.encoder, sample, self.device),
+                                              self.device, warmup=1, steps=1)
+        images_encoded = len(train_images) + len(val_images)
+        validation_s = val_step_s * len(self.data.val_dataloader()) + encode_s * images_encoded / len(sample)
+        return validation_s, val_warmup + encode_warmup

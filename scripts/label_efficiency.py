@@ -7,8 +7,10 @@
 
 For every label budget (--labels per class, or --samples in all) and seed (the draw of the labelled
 images), each protocol is a cell:
-  probe     logistic regression on each frozen encoder, and the references: a random-init encoder of each
-            backbone and the raw pixels; each encoder's features are computed once and reused by every probe cell
+  probe     logistic regression on each frozen encoder (read at --features), and the references: a random-init
+            encoder of each backbone (its last layer), the raw pixels, and the strongest untrained features
+            (random-init stages of each backbone and of the small CNN, chosen on the validation split for each
+            cell's labels); each encoder's features are computed once and reused by every probe cell
   finetune  all layers from each encoder
   baseline  the same network from scratch (supervised)
 Each cell trains as its stage's train.py does (its checkpoint in that stage's models/ folder, named
@@ -39,8 +41,10 @@ from common.trainer import file_md5
 from common.probe_hparams import EPOCHS as PROBE_EPOCHS, SOLVERS
 from downstream.logistic_regression import probe as lr_probe, train as probe_train
 from downstream.logistic_regression.references import network_argv, network_tag
+from downstream.logistic_regression.strongest import TAG as STRONGEST, choose, encode_candidates, untrained_networks
 from downstream.resnet import test as finetune_test, train as finetune_train
 from models.checkpoints import load_encoder
+from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from models.imagenet import IMAGENET, imagenet_encoder
 from models.names import RANDOM
 from models.pixels import PIXELS
@@ -54,7 +58,7 @@ from utils import UserError, output_root, resolve_encoder, run_cli
 PROBE_SOLVER = "lbfgs"
 FINETUNE_EPOCHS = 30  # ours: the study finetuned for its own choice of epochs; 30 fit a 2-core CPU's hour
 ALL = "all"
-REFERENCES = (RANDOM, PIXELS)  # --references
+REFERENCES = (RANDOM, PIXELS, STRONGEST)  # --references
 SETTINGS_DIGEST = 6  # hex digits of a cell's settings in its run name
 OUT = Path("outputs") / "label_efficiency"  # under the output root (the repository or $MEDSIMCLR_OUTPUT_ROOT)
 
@@ -91,8 +95,12 @@ def build_parser():
     parser.add_argument("--seeds", nargs="+", type=SEED, default=[0, 1, 2], help="one draw of the labels each")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--references", nargs="*", choices=REFERENCES, default=list(REFERENCES),
-                        help="the probe's reference rows: a random-init encoder of each backbone, the raw pixels "
-                             "(default both; none with an empty list)")
+                        help="the probe's reference rows: a random-init encoder of each backbone (last layer), the raw "
+                             f"pixels, {STRONGEST} (the strongest untrained features, chosen on val); default all three, "
+                             "none with an empty list")
+    parser.add_argument("--features", type=feature_option, default=None,
+                        help=FEATURES_HELP + "; of the pretrained encoders' probe (default: what each encoder's "
+                             "pretraining read, else last)")
     parser.add_argument("--probe-solver", choices=SOLVERS, default=PROBE_SOLVER,
                         help=f"the probe's solver (default {PROBE_SOLVER}: see PROBE_SOLVER)")
     parser.add_argument("--probe-epochs", type=POSITIVE_INT, default=PROBE_EPOCHS, help="of the adamw probe")
@@ -155,7 +163,8 @@ class Encoder:
 
     @property
     def reference(self) -> str:
-        """What the probe's --encoder (finetuning's --init) takes for it."""
+        """What the probe's --encoder (finetuning's --init) takes for it (the strongest untrained features: a
+        random-init network, chosen per cell)."""
         if self.path:
             return str(self.path)
         return PIXELS if self.tag == PIXELS else IMAGENET if self.tag.startswith(f"{IMAGENET}-") else RANDOM
@@ -198,9 +207,11 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
         pretrained.append(Encoder(path.stem, path, options, file_md5(path)))
     networks = {network_tag(e.options): e.options for e in pretrained}
     random = [Encoder(f"random-{tag}", None, options) for tag, options in networks.items()]
+    untrained = {network_tag(n): n for options in networks.values() for n in untrained_networks(options, data)}
+    strongest = Encoder(STRONGEST, None, {"candidates": untrained})
     by_protocol = {
         "probe": pretrained + random * (RANDOM in args.references)
-        + [Encoder(PIXELS, None, {})] * (PIXELS in args.references),
+        + [Encoder(PIXELS, None, {})] * (PIXELS in args.references) + [strongest] * (STRONGEST in args.references),
         "finetune": pretrained,
         "baseline": [Encoder(f"scratch-{tag}", None, options) for tag, options in networks.items()],
     }
@@ -209,7 +220,9 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
 
     def settings(protocol: str, encoder: Encoder) -> str:
         md5 = f", encoder md5 {encoder.md5}" if encoder.md5 else ""
-        return f"{data.size} px, {budget[protocol]}{md5}"
+        features = f", features {args.features}" if protocol == "probe" and encoder.path and args.features else ""
+        tried = f", from {' '.join(encoder.options['candidates'])}" if encoder.tag == STRONGEST else ""
+        return f"{data.size} px, {budget[protocol]}{md5}{features}{tried}"
 
     return [Cell(protocol, encoder, budget, seed, settings(protocol, encoder)) for protocol in args.protocols
             for encoder in by_protocol[protocol] for budget in budgets for seed in args.seeds]
@@ -220,7 +233,8 @@ class Runner:
 
     def __init__(self, args, data: MedMNISTDataModule):
         self.args, self.data = args, data
-        self.encoded: dict[tuple, tuple] = {}  # (encoder tag, seed for a random one) -> (encoder, path, features)
+        self.encoded: dict[tuple, tuple] = {}  # (encoder tag, seed for a random one, ...) -> (encoder, path, features)
+        self.chosen = LAST  # what the last probe cell read (the strongest untrained: which network and features)
 
     def common_argv(self, cell: Cell) -> list[str]:
         return ["--dataset", self.data.flag, "--size", str(self.data.size), "--data-dir", str(self.data.path.parent),
@@ -236,23 +250,51 @@ class Runner:
         return self.data.subset(cell.budget.samples, cell.budget.per_class, cell.seed)
 
     def features(self, cell: Cell, args) -> tuple:
-        """(frozen encoder, its path or 'random', features of every split), computed at the first cell that needs
-        them: once per encoder (per seed for a random-init one, whose weights the seed draws)."""
-        key = (cell.encoder.tag, cell.seed if cell.encoder.reference == RANDOM else None)
+        """(frozen encoder read at its features, its path or 'random', features of every split), computed at the
+        first cell that needs them: once per encoder and features (per seed for a random-init one, whose weights the
+        seed draws)."""
+        random = cell.encoder.reference == RANDOM
+        key = (cell.encoder.tag, cell.seed if random else None, args.backbone if random else None, args.features)
         if key not in self.encoded:
             encoder, path = lr_probe.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
                                                        args.resize, args.patch_topk)
+            encoder = lr_probe.probe_features(encoder, args.features)
             device = feature_device(self.args.accelerator)
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
                                                  for split, (x, y) in self.data.splits.items()})
         return self.encoded[key]
 
+    def strongest(self, cell: Cell) -> tuple[list[str], str]:
+        """train.py's encoder options of the strongest untrained features for this cell's labels, chosen on the
+        train and val features of every candidate (random-init networks of this seed: encoded once per seed), and
+        what was chosen."""
+        networks, encoded = cell.encoder.options["candidates"], {}
+        for tag, options in networks.items():
+            key = ("candidates", tag, cell.seed)
+            if key not in self.encoded:
+                self.encoded[key] = encode_candidates(options, cell.seed, self.data.splits,
+                                                      feature_device(self.args.accelerator))
+            encoded[tag] = self.encoded[key]
+        choice = choose(encoded, networks, self.data.num_classes, self.data.multilabel, keep=self.labelled(cell))
+        argv = ["--encoder", RANDOM, *network_argv(choice.network), "--features", choice.features]
+        return argv, f"{network_tag(choice.network)} {choice.features} (val AUROC {choice.val_auroc:.4f})"
+
     def probe(self, cell: Cell) -> Path:
-        reference = cell.encoder.reference
-        network = network_argv(cell.encoder.options) if reference in (RANDOM, IMAGENET) else []
-        args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network,
+        reference, read, network = cell.encoder.reference, [], []
+        if reference in (RANDOM, IMAGENET) and cell.encoder.tag != STRONGEST:
+            network = network_argv(cell.encoder.options)
+        if cell.encoder.tag == STRONGEST:
+            network, self.chosen = self.strongest(cell)
+            reference, network = network[1], network[2:]
+        elif cell.encoder.path:
+            read = ["--features", self.args.features] if self.args.features else []
+        elif reference != PIXELS:
+            read = ["--features", LAST]
+        args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network, *read,
                                        "--solver", self.args.probe_solver, "--epochs", str(self.args.probe_epochs)])
         encoder, path, encoded = self.features(cell, args)
+        if cell.encoder.tag != STRONGEST:
+            self.chosen = getattr(encoder, "features_read", LAST)
         data, keep = self.subset(cell), self.labelled(cell).to(encoded["train"][0].device)
         features = FeatureDataModule(data, encoder)
         features.features = {**encoded, "train": (encoded["train"][0][keep], encoded["train"][1][keep])}
@@ -277,7 +319,8 @@ class Runner:
         result = json.loads(final.with_name(final.stem + ".test.json").read_text())
         protocol, encoder, labels, seed, settings = cell.key
         return {"protocol": protocol, "encoder": encoder, "labels": labels, "seed": seed, "settings": settings,
-                "labelled_images": len(self.labelled(cell)), "test_acc": result["acc"], "test_auroc": result["auroc"],
+                "labelled_images": len(self.labelled(cell)), "features": self.chosen if protocol == "probe" else "",
+                "test_acc": result["acc"], "test_auroc": result["auroc"],
                 "per_class_acc": ";".join(f"{a:.4f}" if a is not None else "nan" for a in result["per_class_acc"]),
                 "seconds": round(time.perf_counter() - start, 1), "checkpoint": str(final)}
 

@@ -15,12 +15,13 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from utils import atomic_path, atomic_write_text  # noqa: E402
 
 PROTOCOLS = ("probe", "finetune", "baseline")  # the experiment's protocols, in the order of its tables
-COLUMNS = ("protocol", "encoder", "labels", "labelled_images", "seed", "settings", "test_acc", "test_auroc",
+COLUMNS = ("protocol", "encoder", "labels", "labelled_images", "seed", "settings", "features", "test_acc", "test_auroc",
            "per_class_acc", "seconds", "checkpoint")
 METRICS = (("test_auroc", "AUROC"), ("test_acc", "accuracy"))
 FIGURE_INCHES = (11.0, 4.5)
 DPI = 100
 BAND_ALPHA = 0.2  # the spread over seeds, around each line
+STRONGEST = "best-untrained"  # the strongest untrained reference's rows (downstream/logistic_regression/strongest.py)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -66,6 +67,15 @@ def summary_markdown(rows: list[dict], budgets: list[str], title: str) -> str:
                 mean, std = spread(values) if values else (math.nan, math.nan)
                 texts.append(f"{mean:.3f} ± {std:.3f} (n={len(values)})" if values else "-")
             lines.append(f"| {protocol} | {encoder} | " + " | ".join(texts) + " |")
+        lines.append("")
+    chosen = [r for r in rows if r.get("features") and r["encoder"] == STRONGEST and r["labels"] in budgets]
+    if chosen:
+        lines += [f"## What {STRONGEST} chose (on the validation split)", ""]
+        for budget in budgets:
+            picks = [r["features"].split(" (val")[0] for r in chosen if r["labels"] == budget]
+            if picks:
+                counts = {pick: picks.count(pick) for pick in dict.fromkeys(picks)}
+                lines.append(f"- {budget} labels: " + ", ".join(f"{pick} x{n}" for pick, n in counts.items()))
         lines.append("")
     return "\n".join(lines)
 

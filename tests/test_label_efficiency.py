@@ -10,7 +10,7 @@ from scripts import label_efficiency
 from scripts.label_efficiency_report import plot, read_rows, summary_markdown
 from utils import models_dir, run_cli
 
-ARGS = ["--dataset", "breastmnist", "--labels", "5", "all", "--seeds", "0", "1", "--probe-epochs", "3",
+ARGS = ["--dataset", "breastmnist", "--labels", "5", "all", "--seeds", "0", "1", "--probe-epochs", "3", "--references", "random", "pixels",
         "--finetune-epochs", "1"]
 
 

@@ -121,11 +121,18 @@ def test_probe_test_reports_the_references_trained_once_then_cached(out, data_di
     lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])
     printed = capsys.readouterr().out
     result = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
-    assert set(result["references"]) == {"random-resnet18-imagenet", "pixels"}
+    assert set(result["references"]) == {"random-resnet18-imagenet", "pixels", "best-untrained"}
     for tag, row in result["references"].items():
         assert 0 <= row["auroc"] <= 1 and f"{tag:<32}  {row['acc']:8.4f}" in printed
         reference = torch.load(row["checkpoint"], weights_only=True)["hyper_parameters"]
         assert reference["seed"] == 0 and reference["max_epochs"] == 2  # the head's settings
+    chosen = result["references"]["best-untrained"]["chosen"]  # a random-init stage of the backbone or the small CNN
+    assert chosen["network"] in ("resnet18-imagenet", "small_cnn") and 0 <= chosen["val_auroc"] <= 1
+    best = torch.load(result["references"]["best-untrained"]["checkpoint"], weights_only=True)["hyper_parameters"]
+    assert (best["encoder"], best["features"]) == ("random", chosen["features"])
+    assert best["backbone"] == chosen["network"].split("-")[0]
+    assert torch.load(result["references"]["random-resnet18-imagenet"]["checkpoint"],
+                      weights_only=True)["hyper_parameters"]["features"] == "last"  # the random row: its last layer
     assert "pretrain-breastmnist" in printed.split("test AUROC")[-1]  # the encoder's own row, above them
     monkeypatch.setattr(lr_probe, "train_probe", lambda *a: pytest.fail("a reference was trained again"))
     lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])  # read from the cache

@@ -8,6 +8,8 @@ from common import explain
 from common.linear_probe import LogisticRegressionModule
 from common.testing import check_classes, open_checkpoint
 from downstream.logistic_regression.probe import IMAGENET, RANDOM, frozen_encoder
+from models.feature_choice import LAST
+from models.stages import read_features
 from models.checkpoints import build_from_checkpoint
 from utils import UserError, run_cli
 
@@ -29,7 +31,8 @@ def main(argv=None):
                if reference in (RANDOM, IMAGENET) else (None,) * 4)
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     title = f"{path.stem}: logistic regression on {getattr(encoder_path, 'stem', encoder_path)} (frozen)"
-    return explain.run(args, explain.Classifier(encoder, head), encoder, data, path, title)
+    reader = read_features(encoder, head.hparams.get("features") or LAST)  # what the head was trained on
+    return explain.run(args, explain.Classifier(reader, head), encoder, data, path, title)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
+from models.feature_choice import LAST
 from models.imagenet import imagenet_encoder
 from models.names import IMAGENET, PIXELS, RANDOM
 from models.pixels import RawPixels
+from models.stages import read_features
 from utils import UserError, resolve_encoder, seed_everything
 
 REFERENCES = (RANDOM, PIXELS, IMAGENET)  # --encoder values that name no checkpoint of ours
@@ -49,19 +51,27 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
     return encoder.requires_grad_(False), path
 
 
+def probe_features(encoder, features: str | None):
+    """The frozen `encoder` read at `features` (models.feature_choice); None: what the encoder's pretraining
+    recorded (its recipe's --features), else its last layer."""
+    return read_features(encoder, features or getattr(encoder, "recorded_features", None) or LAST)
+
+
 def run(args) -> Path:
-    """train.py's run: the encoder --encoder names, frozen, and the probe on its features."""
+    """train.py's run: the encoder --encoder names, frozen, read at --features, and the probe on its features."""
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
     data.load()
     encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data,
                                            args.seed, args.backbone, args.stem, args.resize, args.patch_topk)
+    encoder = probe_features(encoder, args.features)
     return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
 
 
 def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features: FeatureDataModule) -> Path:
-    """Train the head on `features` (of `data`'s splits through the frozen `encoder`: computed in its setup, or
-    handed in already computed) and save it as `<name>.ckpt`, as every run of this stage."""
+    """Train the head on `features` (of `data`'s splits through the frozen `encoder`, a models.stages reader or the
+    network itself: computed in its setup, or handed in already computed) and save it as `<name>.ckpt`, as every
+    run of this stage. The head records which features it read."""
     name = args.name or f"downstream-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
     check_output("logistic_regression", name, args.overwrite, args.resume)
     if args.solver == "lbfgs":
@@ -74,8 +84,9 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
         seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
         backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"],
         resize=encoder.backbone_options.get("resize"), patch_topk=encoder.backbone_options.get("patch_topk"),
-        solver=args.solver)
+        solver=args.solver, features=getattr(encoder, "features_read", LAST))
     args.encoder = str(encoder_path)  # the file it was, should the name later mean another
+    args.features = model.hparams.features  # as it read them (the default resolved)
     about = {"data_file": str(data.path), "network": encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
                         about=about)

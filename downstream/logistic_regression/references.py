@@ -1,9 +1,10 @@
 """The references beside every probe result: the same probe, on the same labels with the same settings, on
-the raw pixels and on a random-init encoder of the same backbone. Without them a probe's AUROC says nothing
-about what pretraining bought.
+the raw pixels, on a random-init encoder of the same backbone (its last layer), and on the strongest untrained
+features (strongest.py: random-init stages of the same backbone and of the small CNN, chosen on val). Without them
+a probe's AUROC says nothing about what pretraining bought.
 
-Each reference is trained once per data set and settings (as a checkpoint of this stage, named
-reference-<dataset>-<encoder>-<digest of the settings>) and its test metrics are cached in
+Each reference is trained once per data file (its md5), data set and settings (as a checkpoint of this stage,
+named reference-<dataset>-<encoder>-<digest of the settings>) and its test metrics are cached in
 models/references/<dataset>.json; later tests of any head with those settings read them from there.
 """
 from __future__ import annotations
@@ -14,8 +15,11 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from common.data import MedMNISTDataModule
-from common.features import FeatureDataModule
+from common.features import FeatureDataModule, feature_device
+from common.trainer import file_md5
 from downstream.logistic_regression import probe, train as probe_train
+from downstream.logistic_regression.strongest import TAG, choose, encode_candidates, untrained_networks
+from models.feature_choice import LAST
 from models.pixels import PIXELS
 from utils import atomic_write_text, models_dir
 
@@ -52,29 +56,52 @@ def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
 
 
 def references(options: dict, data: MedMNISTDataModule, network: dict, args, log: Path) -> dict[str, dict]:
-    """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels and a random-init `network` (backbone
-    options: backbone, stem, resize),
+    """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels, a random-init `network` (backbone
+    options: backbone, stem, resize) and the strongest untrained features (with "chosen": what was chosen on val),
     each probed with the head's `options` (train.py's, from its config); trained on the first call for these
-    settings (their output appended to `log`), read from the cache after."""
-    settings = {key: options.get(key) for key in SETTINGS}
+    settings and this data file (their output appended to `log`), read from the cache after."""
+    settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data.path)}
     cache = cache_file(data.flag)
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    untrained = untrained_networks(network, data)
+    rows = ((f"random-{network_tag(network)}", lambda: ["--encoder", probe.RANDOM, *network_argv(network),
+                                                        "--features", LAST]),
+            (PIXELS, lambda: ["--encoder", PIXELS]),
+            (TAG, lambda: strongest_argv(untrained, settings, data, options, args)))
     results = {}
-    for tag, encoder_argv in ((f"random-{network_tag(network)}", ["--encoder", probe.RANDOM,
-                                                                   *network_argv(network)]),
-                              (PIXELS, ["--encoder", PIXELS])):
-        key = json.dumps({**settings, "encoder": tag}, sort_keys=True)
+    for tag, encoder_argv in rows:
+        described = tag if tag != TAG else f"{TAG}:" + ",".join(network_tag(n) for n in untrained)
+        key = json.dumps({**settings, "encoder": described}, sort_keys=True)
         if key not in cached:
             name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
-                train_args = probe_train.parse_args([*reference_argv(options, data), *encoder_argv, "--name", name])
+                argv, chosen = encoder_argv(), None
+                if tag == TAG:
+                    argv, chosen = argv
+                train_args = probe_train.parse_args([*reference_argv(options, data), *argv, "--name", name])
                 encoder, path = probe.frozen_encoder(train_args.encoder, data, train_args.seed,
-                                                           train_args.backbone, train_args.stem, train_args.resize)
+                                                     train_args.backbone, train_args.stem, train_args.resize)
+                encoder = probe.probe_features(encoder, train_args.features)
                 subset = data.subset(train_args.samples, train_args.samples_per_class, train_args.seed)
                 features = FeatureDataModule(subset, encoder)  # every split, the test one included, encoded once
                 final = probe.train_probe(train_args, subset, encoder, path, features)
                 metrics = probe.test_probe(final, subset, features, args)
-            cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final)}
+            cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final),
+                           **({"chosen": chosen} if chosen else {})}
             atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
         results[tag] = cached[key]
     return results
+
+
+def strongest_argv(untrained: list[dict], settings: dict, data: MedMNISTDataModule, options: dict,
+                   args) -> tuple[list[str], dict]:
+    """train.py's encoder options of the strongest untrained features for the head's labelled images (chosen on
+    their train and val features only), and what was chosen."""
+    subset = data.subset(settings["samples"], settings["samples_per_class"], settings["seed"] or 0)
+    device = feature_device(getattr(args, "accelerator", "cpu"))
+    networks = {network_tag(n): n for n in untrained}
+    encoded = {tag: encode_candidates(n, settings["seed"] or 0, subset.splits, device) for tag, n in networks.items()}
+    choice = choose(encoded, networks, data.num_classes, data.multilabel)
+    chosen = {"network": network_tag(choice.network), "features": choice.features, "val_auroc": choice.val_auroc,
+              "val_acc": choice.val_acc}
+    return ["--encoder", probe.RANDOM, *network_argv(choice.network), "--features", choice.features], chosen

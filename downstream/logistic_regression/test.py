@@ -14,6 +14,8 @@ from common.testing import check_classes, open_checkpoint, test_parser
 from downstream.logistic_regression.references import references
 from downstream.logistic_regression.probe import IMAGENET, RANDOM, REFERENCES, frozen_encoder
 from models.checkpoints import build_from_checkpoint
+from models.feature_choice import LAST
+from models.stages import read_features
 from utils import UserError, run_cli
 
 
@@ -22,7 +24,8 @@ def build_parser():
     parser.add_argument("--encoder", default=None,
                         help="encoder checkpoint; default: the one the head records (the study's heads record none)")
     parser.add_argument("--no-references", action="store_true",
-                        help="skip the reference rows (the same probe on the raw pixels and a random-init encoder)")
+                        help="skip the reference rows (the same probe on the raw pixels, a random-init encoder and the "
+                             "strongest untrained features)")
     return parser
 
 
@@ -39,14 +42,15 @@ def main(argv=None):
     network = ((head.hparams.backbone, head.hparams.stem, head.hparams.get("resize"), head.hparams.get("patch_topk"))
                if reference in (RANDOM, IMAGENET) else (None,) * 4)
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
+    encoder = read_features(encoder, head.hparams.get("features") or LAST)  # what the head was trained on
     features = FeatureDataModule(data, encoder, splits=("test",))
     results = run_test(head, features, args)
     beside = {}
     config = path.with_suffix(".config.json")
     if reference not in REFERENCES and not args.no_references and config.is_file():
         log = path.with_suffix(".references.log")
-        print(f"the same probe on the raw pixels and a random-init encoder (trained once for these settings; "
-              f"output in {log}) ...", flush=True)
+        print(f"the same probe on the raw pixels, a random-init encoder and the strongest untrained features "
+              f"(chosen on val; trained once for these settings; output in {log}) ...", flush=True)
         options = json.loads(config.read_text())["options"]
         beside = references(options, data, encoder.backbone_options, args, log)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
@@ -54,7 +58,9 @@ def main(argv=None):
     if beside:
         print(f"{'encoder':<32}  test ACC  test AUROC")
         for tag, row in {Path(str(encoder_path)).stem: results, **beside}.items():
-            print(f"{tag[:32]:<32}  {row['acc']:8.4f}  {row['auroc']:10.4f}")
+            chosen = row.get("chosen")
+            about = f"  ({chosen['network']} {chosen['features']}, chosen on val)" if chosen else ""
+            print(f"{tag[:32]:<32}  {row['acc']:8.4f}  {row['auroc']:10.4f}{about}")
 
 
 if __name__ == "__main__":
