@@ -14,6 +14,7 @@ from common.hardware import uses_gpu
 from common.sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
                               default_augmentation)
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
+from pretrain.recipes import RECIPE_NAMES, apply_recipe
 from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams
 from utils import UserError
 
@@ -40,16 +41,21 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
                         help="how far views stray from their image: the crop's smallest share and the colour jitter "
                              "(intensity, for volumes) scale with it; 1: the sequences as published")
     add_backbone_options(parser, "without --init")
-    parser.add_argument("--features", type=feature_option, default=LAST,
+    parser.add_argument("--features", type=feature_option, default=None,
                         help=FEATURES_HELP + "; what the kNN monitor reads, recorded in the checkpoint so that the "
-                             "probe and the label-efficiency command read the same by default")
+                             f"probe and the label-efficiency command read the same by default (default {LAST})")
+    parser.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+                        help="the options left out: default, the recipe measured to pay at equal wall time for this "
+                             "kind of data (grey, colour, volumes; pretrain/recipes.py), or study, the study's settings "
+                             "exactly (ResNet-18, ImageNet stem, novel, best checkpoint by val acc_top5)")
     parser.add_argument("--optimizer", default=method.OPTIMIZER, choices=OPTIMIZERS)
     scaled = f" x batch / {method.LR_BATCH}" if method.LR_BATCH else ""
     parser.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"learning rate (default {method.LR:g}{scaled})")
     parser.add_argument("--weight-decay", type=WEIGHT_DECAY, default=method.WEIGHT_DECAY)
     own = "the last epoch" if method.OWN_MONITOR is None else f"{method.OWN_MONITOR[0]} ({method.OWN_MONITOR[1]})"
-    parser.add_argument("--select-by", default="knn", choices=SELECT_BY,
-                        help=f"the best checkpoint: by the kNN monitor's val/knn_auroc, or by the method's own rule: {own}")
+    parser.add_argument("--select-by", default=None, choices=SELECT_BY,
+                        help=f"the best checkpoint: by the kNN monitor's val/knn_auroc (default; --recipe study: "
+                             f"contrastive), or by the method's own rule: {own}")
     parser.add_argument("--init", default=None,
                         help="start from the encoder of this checkpoint (path or run name; any method, or the study's)")
     parser.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, default=None,
@@ -62,9 +68,10 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
 
 
 def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace) -> None:
-    """What the parser checks across options: the sequence fits the data set (resolved in place: the record says
-    which ran), --sync-batchnorm has GPUs (its default is resolved by the run: it depends on the machine), --epochs
+    """What the parser checks across options: --recipe fills what the command line left out, the sequence fits the
+    data set (resolved in place: the record says which ran), --sync-batchnorm has GPUs (its default is resolved by the run: it depends on the machine), --epochs
     is EPOCHS unless given or derived from --time-budget, which cannot --resume."""
+    apply_recipe(method.NAME, args)
     args.aug = checked_augmentation(args.aug, args.dataset)
     if args.time_budget is None and args.epochs is None:
         args.epochs = EPOCHS

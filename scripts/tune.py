@@ -20,9 +20,12 @@ import sys
 
 from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, add_backbone_options, data_parser
 from pretrain import METHODS
+from pretrain.cli import TIME_BUDGET
 from pretrain.hparams import BATCH_SIZE
-from utils import run_cli
+from utils import UserError, run_cli
+from scripts import few_label
 
+OBJECTIVES = ("knn", "few-label")  # scripts.tuning.OBJECTIVES' keys
 TRIALS = 20  # ours: a first look; Optuna's TPE needs a few dozen for many parameters
 BUDGET_EPOCHS = 10  # ours: enough for the kNN monitor to separate settings on MedMNIST's small sets
 
@@ -34,6 +37,20 @@ def build_parser():
     parser.add_argument("--trials", type=POSITIVE_INT, default=TRIALS,
                         help="finished (completed or pruned) trials the study ends with, resumed studies included")
     parser.add_argument("--budget-epochs", type=POSITIVE_INT, default=BUDGET_EPOCHS, help="epochs of each trial")
+    parser.add_argument("--time-budget", type=TIME_BUDGET, default=None, metavar="MINUTES",
+                        help="wall-clock minutes of each trial (pretraining's --time-budget) instead of --budget-epochs: "
+                             "trials of every network and batch size at equal time")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="knn",
+                        help="knn: the online kNN monitor's validation AUROC (all training labels); few-label: the "
+                             "L-BFGS probe's validation AUROC with --labels per class, mean over --draws draws from "
+                             "the train split, on the features the trial reads (searched too); never the test split")
+    parser.add_argument("--labels", type=POSITIVE_INT, default=few_label.LABELS,
+                        help="labelled training images per class of the few-label objective")
+    parser.add_argument("--draws", type=POSITIVE_INT, default=few_label.DRAWS,
+                        help="label draws the few-label objective averages")
+    parser.add_argument("--search-backbone", action="store_true",
+                        help="search the network too (small CNN, ResNet-18 with either stem, ViT-Tiny; --resize 64 at "
+                             "28 px) instead of --backbone")
     parser.add_argument("--max-batch-size", type=POSITIVE_INT, default=BATCH_SIZE,
                         help="the largest batch size tried (32, 64, 128, 256 up to it): what memory holds")
     add_backbone_options(parser, "of every trial")
@@ -66,6 +83,8 @@ def without_n_jobs(argv: list[str]) -> list[str]:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.search_backbone and args.backbone is not None:
+        raise UserError("--search-backbone searches the network: it excludes --backbone", "give one of them")
     cores = os.cpu_count() or 1
     if args.n_jobs > cores:
         print(f"--n-jobs {args.n_jobs}: this machine has {cores} CPU cores; running {cores} trials at once")

@@ -12,6 +12,7 @@ HEARTBEAT_GRACE seconds) is marked failed and its parameters run again.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import socket
@@ -26,12 +27,22 @@ from optuna.trial import TrialState
 
 from common.cli import COMMAND_ONLY
 from common.flags import spatial_dims
+from models.backbones import default_backbone
 from common.sequences import AUG_STRENGTH, default_augmentation
 from pretrain.cli import pretrain_parser
 from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHparams
 from utils import UserError, atomic_path, atomic_write_text, models_dir
 
 OBJECTIVE = KNN_MONITOR[0]  # val/knn_auroc: the online kNN monitor's validation AUROC (labels of train and val)
+FEW_LABEL = "val/few_label_auroc"  # --objective few-label: scripts.few_label's score (train and val only)
+OBJECTIVES = {"knn": OBJECTIVE, "few-label": FEW_LABEL}
+# --objective few-label also searches which features to read (models.feature_choice), and with --search-backbone the
+# network: the stages every searched network has (a ViT has 11, the CNNs 4)
+FEATURES_SEARCH = ("choice", "last", "stage:1", "stage:2", "stage:3", "stages")
+NETWORKS_SEARCH = {2: ("choice", "small_cnn", "resnet18-imagenet", "resnet18-small", "vit_tiny"),
+                   3: ("choice", "small_cnn_3d", "resnet18_3d-imagenet")}
+RESIZE_SEARCH = ("choice", 0, 64)  # 0: the data's own size; 64: upsampled on the device (--resize 64), 28 px data only
+FEW_LABEL_MONITOR_EVERY = 5  # ours: the kNN monitor then picks the checkpoint only; every 5th epoch keeps its cost low
 STARTUP_TRIALS = 3  # ours: the median pruner and TPE sampler act once 3 trials have finished; a third of the
 #                     trials when there are more (Optuna's defaults, 5 and 10, exceed searches this small)
 WARMUP_EPOCHS = 1  # ours: no trial is pruned on its first epoch's monitor (every trial is near chance there)
@@ -44,8 +55,8 @@ class PruneOnMonitor(pl.Callback):
     (optuna.TrialPruned out of trainer.fit). Optuna's own PyTorchLightningPruningCallback (optuna-integration) does
     the same, but for the `lightning` package, whose Callback class is not `pytorch_lightning`'s."""
 
-    def __init__(self, trial: optuna.trial.Trial, monitor: str = OBJECTIVE):
-        self.trial, self.monitor = trial, monitor
+    def __init__(self, trial: optuna.trial.Trial, monitor: str = OBJECTIVE, prune: bool = True):
+        self.trial, self.monitor, self.prune = trial, monitor, prune
         self.last: float | None = None  # the monitor at the last validation: the objective at the end
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -55,6 +66,8 @@ class PruneOnMonitor(pl.Callback):
         epoch = trainer.current_epoch
         self.trial.report(self.last, step=epoch)
         self.trial.set_user_attr("epochs", epoch + 1)
+        if not self.prune:
+            return
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"{self.monitor} {self.last:.4f} after epoch {epoch + 1}: below the median")
 
@@ -67,12 +80,20 @@ def batch_choices(max_batch: int, n_train: int) -> list[int]:
     return fitting or [min(max_batch, n_train)]
 
 
-def search_space(method: type[MethodHparams], dims: int, max_batch: int, n_train: int) -> dict[str, tuple]:
-    """The method's search space for data of `dims` dimensions: volumes have one augmentation sequence."""
+def search_space(method: type[MethodHparams], dims: int, max_batch: int, n_train: int, few_label: bool = False,
+                 networks: bool = False, size: int = 28) -> dict[str, tuple]:
+    """The method's search space for data of `dims` dimensions: volumes have one augmentation sequence. The
+    few-label objective adds the features read; `networks` the backbone (and stem), and at 28 px --resize 64."""
     space = dict(method.search_space())
     space["batch_size"] = ("choice", *batch_choices(max_batch, n_train))
     if dims == 3:
         space.pop("aug")
+    if few_label:
+        space["features"] = FEATURES_SEARCH
+    if networks:
+        space["network"] = NETWORKS_SEARCH[dims]
+        if dims == 2 and size == 28:
+            space["resize"] = RESIZE_SEARCH
     return space
 
 
@@ -97,6 +118,7 @@ def default_params(method: type[MethodHparams], space: dict[str, tuple], dims: i
     defaults = {dest: action.default for dest, action in pretrain_parser(method).options().items()}
     defaults.update(lr=method.LR, aug=default_augmentation(dims), aug_strength=AUG_STRENGTH,
                     batch_size=min(BATCH_SIZE, max_batch, n_train))
+    defaults.update(features="last", network=f"{default_backbone(dims)}-imagenet", resize=0)  # the study's network
     params = {name: defaults[name] for name in space}
     choices = space["batch_size"][1:]
     params["batch_size"] = max([b for b in choices if b <= params["batch_size"]] or [choices[0]])
@@ -108,10 +130,18 @@ def trial_lr(method: type[MethodHparams], lr: float, batch_size: int) -> float:
     return lr * batch_size / method.LR_BATCH if method.LR_BATCH else lr
 
 
-def trial_argv(method: type[MethodHparams], base: list[str], params: dict, name: str, budget: int) -> list[str]:
-    """The method's train.py options of one trial."""
+def trial_argv(method: type[MethodHparams], base: list[str], params: dict, name: str, budget: int,
+               minutes: float | None = None, monitor_every: int = 1) -> list[str]:
+    """The method's train.py options of one trial: `budget` epochs, or `minutes` of wall time (--time-budget)."""
     values = {**params, "lr": trial_lr(method, params["lr"], params["batch_size"])}
-    argv = [*base, "--epochs", str(budget), "--monitor-every", "1", "--name", name, "--overwrite"]
+    length = ["--time-budget", repr(minutes)] if minutes else ["--epochs", str(budget)]
+    argv = [*base, *length, "--monitor-every", str(monitor_every), "--name", name, "--overwrite"]
+    network = values.pop("network", None)
+    if network is not None:  # "resnet18-small": --backbone resnet18 --stem small
+        backbone, _, stem = network.partition("-")
+        argv += ["--backbone", backbone, *(["--stem", stem] if stem else [])]
+    if values.get("resize") == 0:
+        values.pop("resize")
     for key, value in values.items():
         argv += [f"--{key.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
     return argv
@@ -166,28 +196,48 @@ def retry_dead_trials(study: optuna.Study) -> list[int]:
     return retried
 
 
+def objective_name(study: optuna.Study) -> str:
+    """What the study maximises, as its tables name it: val/knn_auroc or val/few_label_auroc."""
+    return OBJECTIVES[(study.user_attrs.get("search") or {}).get("objective", "knn")]
+
+
 def counts(study: optuna.Study) -> dict[str, int]:
     states = [t.state for t in study.get_trials(deepcopy=False)]
     return {state.name.lower(): states.count(state) for state in TrialState}
 
 
-def objective_function(method: type[MethodHparams], base: list[str], space: dict, budget: int, study_name: str):
-    """The objective: one pretraining run of the trial's options; its monitor's last value."""
+def objective_function(method: type[MethodHparams], base: list[str], space: dict, budget: int, study_name: str,
+                       search=None, data=None):
+    """The objective: one pretraining run of the trial's options; its monitor's last value, or with --objective
+    few-label (`search`: tune.py's options) scripts.few_label's score of its checkpoint on `data`."""
     from pretrain.run import pretrain
 
     module = method.module_class()
+    few_label = search is not None and search.objective == "few-label"
+    minutes = getattr(search, "time_budget", None)
 
     def objective(trial: optuna.trial.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         params = suggest(trial, space)
         name = f"{study_name}-trial-{trial.number}"
-        args = pretrain_parser(method).parse_args(trial_argv(method, base, params, name, budget))
+        monitor_every = FEW_LABEL_MONITOR_EVERY if few_label else 1
+        args = pretrain_parser(method).parse_args(trial_argv(method, base, params, name, budget, minutes,
+                                                             monitor_every))
         trial.set_user_attr("run", name)
         trial.set_user_attr("options", {k: v for k, v in vars(args).items() if k not in COMMAND_ONLY})
-        pruning = PruneOnMonitor(trial)
+        pruning = PruneOnMonitor(trial, prune=not few_label)  # the kNN monitor is not the few-label objective
         print(f"\ntrial {trial.number}: " + ", ".join(f"{k} {format_value(v)}" for k, v in params.items()), flush=True)
-        pretrain(module, args, callbacks=[pruning], **method.method_options(args))
+        final = pretrain(module, args, callbacks=[pruning], **method.method_options(args))
+        if few_label:
+            from scripts.few_label import few_label_score
+
+            score = few_label_score(final, data, args.features, search.labels, search.draws, args.accelerator)
+            trial.set_user_attr("few_label_aurocs", score["aurocs"])
+            achieved = json.loads(final.with_suffix(".config.json").read_text()).get("time_budget") or {}
+            if achieved.get("epochs_run") is not None:
+                trial.set_user_attr("epochs", achieved["epochs_run"])
+            return score["auroc"]
         if pruning.last is None or not math.isfinite(pruning.last):
             raise UserError(f"trial {trial.number} ended without a {OBJECTIVE}")
         return pruning.last
@@ -246,7 +296,7 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     for trial in study.get_trials(deepcopy=False):
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
             if trial.datetime_complete and trial.datetime_start else None
-        rows.append({"trial": trial.number, "state": trial.state.name.lower(), OBJECTIVE: last_value(trial),
+        rows.append({"trial": trial.number, "state": trial.state.name.lower(), objective_name(study): last_value(trial),
                      "epochs": trial.user_attrs.get("epochs"), "seconds": seconds,
                      **{name: trial.params.get(name) for name in names}})
     return rows
@@ -278,8 +328,10 @@ def write_report(study: optuna.Study, method: type[MethodHparams], folder: Path)
     completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if completed:
         best, options = best_config(study, method)
-        header = (f"# Best of study {study.study_name}: trial {best.number}, {OBJECTIVE} {best.value:.4f} after "
-                  f"{options['epochs']} epoch(s).\n# Rerun: python pretrain/{method.NAME}/train.py --config "
+        length = (f"{options['epochs']} epoch(s)" if options.get("epochs") else
+                  f"{options.get('time_budget')} minute(s) (--time-budget)")
+        header = (f"# Best of study {study.study_name}: trial {best.number}, {objective_name(study)} {best.value:.4f} "
+                  f"after {length}.\n# Rerun: python pretrain/{method.NAME}/train.py --config "
                   f"{folder / 'best.yaml'} [--epochs N --name NAME]\n")
         atomic_write_text(folder / "best.yaml", header + yaml.safe_dump(options, sort_keys=False))
         written["best"] = folder / "best.yaml"
@@ -319,7 +371,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     ax.plot([], [], "o", color="tab:blue", label="completed")
     ax.plot([], [], "o", mfc="none", color="tab:red", label="pruned (last value)")
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"{OBJECTIVE} (validation)")
+    ax.set_ylabel(f"{objective_name(study)} (validation)")
     ax.set_title(f"{study.study_name}: optimisation history")
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -377,14 +429,19 @@ def run(args, argv: list[str]) -> dict:
     storage = args.storage or f"sqlite:///{folder / 'study.db'}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage).load()
     dims, n_train = spatial_dims(args.dataset), data.num_train()
-    space = search_space(method, dims, args.max_batch_size, n_train)
+    few_label = args.objective == "few-label"
+    space = search_space(method, dims, args.max_batch_size, n_train, few_label, args.search_backbone, args.size)
     base = trial_base_argv(args)
     pretrain_parser(method).parse_args(trial_argv(method, base, default_params(method, space, dims, n_train,
                                                                                   args.max_batch_size),
-                                                  f"{name}-check", args.budget_epochs))  # the options, checked once
+                                                  f"{name}-check", args.budget_epochs,
+                                                  args.time_budget))  # the options, checked once
     about = {"method": method.NAME, "dataset": args.dataset, "size": args.size, "budget_epochs": args.budget_epochs,
              "seed": args.seed, "max_batch_size": args.max_batch_size,
-             **{k: getattr(args, k) for k in ("backbone", "stem", "resize", "patch_topk")}}
+             **{k: getattr(args, k) for k in ("backbone", "stem", "resize", "patch_topk")},
+             **({"objective": args.objective, "labels": args.labels, "draws": args.draws} if few_label else {}),
+             **({"time_budget": args.time_budget} if args.time_budget else {}),
+             **({"search_backbone": True} if args.search_backbone else {})}
     if args.storage is None:
         folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial below instead
@@ -401,8 +458,11 @@ def run(args, argv: list[str]) -> dict:
         if not args.worker:
             print(f"study {name} ({storage}): {now['complete']} completed, {now['pruned']} pruned, {now['fail']} "
                   f"failed; {max(0, args.trials - now['complete'] - now['pruned'])} of {args.trials} trials to run, "
-                  f"{args.budget_epochs} epochs each", flush=True)
-        objective = logged(objective_function(method, base, space, args.budget_epochs, name))
+                  + (f"{args.time_budget:g} minutes each" if args.time_budget else f"{args.budget_epochs} epochs each")
+                  + (f"; objective: {args.labels} labels per class, {args.draws} draws, validation AUROC"
+                     if few_label else ""), flush=True)
+        objective = logged(objective_function(method, base, space, args.budget_epochs, name, args, data),
+                           OBJECTIVES[args.objective])
         if args.n_jobs > 1:
             optimize(study, objective, args.trials, queued_only=True)
             run_workers(argv, args.n_jobs)
@@ -414,13 +474,13 @@ def run(args, argv: list[str]) -> dict:
     print("\n" + (folder / "trials.md").read_text(), end="")
     if "best" in written:
         best = study.best_trial
-        print(f"best: trial {best.number}, {OBJECTIVE} {best.value:.4f}: "
+        print(f"best: trial {best.number}, {objective_name(study)} {best.value:.4f}: "
               + ", ".join(f"{k} {format_value(v)}" for k, v in best.params.items()))
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return written
 
 
-def logged(objective):
+def logged(objective, label: str = OBJECTIVE):
     """The objective, with one line per finished trial."""
     def run_trial(trial: optuna.trial.Trial) -> float:
         try:
@@ -431,7 +491,7 @@ def logged(objective):
         except Exception as err:
             print(f"\ntrial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
             raise
-        print(f"\ntrial {trial.number}: {OBJECTIVE} {value:.4f}", flush=True)
+        print(f"\ntrial {trial.number}: {label} {value:.4f}", flush=True)
         return value
 
     return run_trial

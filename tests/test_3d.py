@@ -170,8 +170,9 @@ def test_simclr_learns_volumes_and_every_stage_runs_on_them(textures, output_roo
     label_efficiency.main([*common, "--encoders", "simclr-3d", "--protocols", "probe", "--labels", "5", "all",
                            "--seeds", "0", "--out", str(out)])
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 3  # header; 2 budgets x (the encoder, random init, raw voxels)
+    assert len(rows) == 1 + 2 * 4  # header; 2 budgets x (the encoder, random init, raw voxels, best untrained)
     assert any("random-small_cnn_3d" in row for row in rows) and any(",pixels," in row for row in rows)
+    assert all(",small_cnn_3d " in row for row in rows if ",best-untrained," in row)  # a 3D network's stages
 
 
 def test_resize_upsamples_volumes_trilinearly_before_the_3d_network():

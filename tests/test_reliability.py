@@ -77,7 +77,7 @@ train.main(sys.argv[1:])
 
 def test_crash_during_save_keeps_previous_checkpoint(data_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", DIE_DURING_SAVE, "--dataset", "breastmnist", "--data-dir",
-                             str(data_dir), "--epochs", "3", "--batch-size", "16"],
+                             str(data_dir), "--epochs", "3", "--batch-size", "16", "--recipe", "study"],
                             env=run_env(tmp_path), capture_output=True, text=True)
     assert result.returncode == 137, result.stderr[-2000:]
     folder = run_dir(tmp_path) / "version_0/checkpoints"

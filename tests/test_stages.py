@@ -28,7 +28,7 @@ def pretrained(data_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDSIMCLR_OUTPUT_ROOT", str(root))
         simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "2",
-                           "--batch-size", "16", "--aug", "natural"])
+                           "--batch-size", "16", "--aug", "natural", "--recipe", "study", "--select-by", "knn"])
     return root
 
 

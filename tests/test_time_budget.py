@@ -62,7 +62,8 @@ def test_a_run_stops_at_its_budget_and_records_it(data_dir, output_root, monkeyp
     spent = record["time_budget"]
     assert record["options"]["time_budget"] == 0.1 and record["options"]["epochs"] is None  # a rerun plans anew
     assert spent["stopped_by_budget"] and spent["steps_run"] < spent["planned_epochs"] * spent["steps_per_epoch"]
-    assert spent["wall_s"] <= 6.0 + 2 * spent["seconds_per_step"]
+    # within two steps of its budget, and Lightning's end-of-step bookkeeping (a few ms here; more under load)
+    assert spent["wall_s"] <= 6.0 + 2 * spent["seconds_per_step"] + 0.25
     assert spent["wall_s"] >= 6.0 - spent["validation_s"] - 3 * spent["checkpoint_s"] - 1.0  # used, not wasted
     last = torch.load(models_dir("simclr") / "tb_logs" / "budget" / "version_0" / "checkpoints" / "last.ckpt",
                       map_location="cpu", weights_only=True)

@@ -125,3 +125,50 @@ def test_n_jobs_runs_worker_processes_on_one_study(data_dir, output_root, tmp_pa
     assert len(finished) >= 3 and pids[0] == os.getpid()  # the queued defaults: here, before the workers start
     assert os.getpid() not in pids[1:]  # the rest: the workers (how they share them depends on their start-up time)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)  # no trial twice
+
+
+class NoTest(dict):
+    """A data set's splits that fail the test when the test split is read."""
+
+    def __getitem__(self, split):
+        if split == "test":
+            pytest.fail("the few-label objective read the test split")
+        return super().__getitem__(split)
+
+
+def test_the_few_label_objective_is_the_probe_on_train_draws_scored_on_val_only(data_dir, output_root, tmp_path,
+                                                                                 capsys):
+    from common.data import MedMNISTDataModule
+    from scripts.few_label import few_label_score
+
+    storage = f"sqlite:///{tmp_path / 'few.db'}"
+    written = tune.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--backbone", "small_cnn",
+                         "--objective", "few-label", "--labels", "3", "--draws", "2", "--time-budget", "0.05",
+                         "--trials", "2", "--max-batch-size", "16", "--storage", storage, "--accelerator", "cpu"])
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert study.trials[0].params["features"] == "last"  # the defaults first; the features are searched
+    assert "val/few_label_auroc" in written["trials"].read_text() and "0.05 minutes each" in capsys.readouterr().out
+    for trial in study.trials:
+        assert trial.user_attrs["options"]["time_budget"] == 0.05 and trial.user_attrs["options"]["epochs"] is None
+        data = MedMNISTDataModule("breastmnist", 28, data_dir).load()
+        data.splits = NoTest(data.splits)
+        score = few_label_score(models_dir("simclr") / f"{trial.user_attrs['run']}.ckpt", data,
+                                trial.params["features"], labels=3, draws=2)
+        assert score["aurocs"] == pytest.approx(trial.user_attrs["few_label_aurocs"])  # what the trial scored
+        assert trial.value == pytest.approx(sum(score["aurocs"]) / 2)
+    assert "time_budget: 0.05" in written["best"].read_text()
+
+
+def test_the_searched_network_and_resize_become_the_trials_options():
+    space = tuning.search_space(SimCLRHparams, 2, 256, 500, few_label=True, networks=True, size=28)
+    assert space["network"][1:] == ("small_cnn", "resnet18-imagenet", "resnet18-small", "vit_tiny")
+    params = {**tuning.default_params(SimCLRHparams, space, 2, 500, 256), "network": "resnet18-small", "resize": 64,
+              "features": "stage:2"}
+    args = simclr_parser().parse_args(["--dataset", "breastmnist",
+                                       *tuning.trial_argv(SimCLRHparams, [], params, "t", 5, minutes=4.0)])
+    assert (args.backbone, args.stem, args.resize, args.features, args.time_budget) == \
+           ("resnet18", "small", 64, "stage:2", 4.0)
+    params["resize"] = 0
+    args = simclr_parser().parse_args(["--dataset", "breastmnist", *tuning.trial_argv(SimCLRHparams, [], params, "t", 5)])
+    assert args.resize is None and args.epochs == 5

@@ -1,0 +1,55 @@
+"""Pretraining recipes (`--recipe`), without torch: the options a run takes when the command line leaves them out.
+
+`default` is the recipe measured to pay at equal wall time (README "Pretraining that pays"), per kind of data: grey
+images, colour images, volumes; `study` is the study's settings exactly (ResNet-18 with the ImageNet stem, its `novel`
+sequence, the best checkpoint by val acc_top5, the last layer read). An option given on the command line (or in a
+--config file) always wins; with --init the network is the checkpoint's, so a recipe sets no backbone then. A method
+without a measured recipe keeps its own defaults (its hparams.py) under `default`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from common.flags import dataset_info, spatial_dims
+
+RECIPE_NAMES = ("default", "study")
+KINDS = ("grey", "colour", "volume")
+
+# method -> kind of data -> options. SimCLR's: the small CNN with the study's `natural` sequence, its last layer, the
+# best checkpoint by the kNN monitor: at equal wall time it beat both study recipes and the strongest untrained
+# features on breastmnist (grey) and retinamnist (colour), docs/recipes/; volumes: nothing measured, the defaults stay
+RECIPES: dict[str, dict[str, dict]] = {
+    "simclr": {"grey": {"backbone": "small_cnn", "aug": "natural"},
+               "colour": {"backbone": "small_cnn", "aug": "natural"},
+               "volume": {}},
+}
+STUDY = {"backbone": "resnet18", "stem": "imagenet", "aug": "novel", "select_by": "contrastive", "features": "last"}
+FALLBACK = {"select_by": "knn", "features": "last"}  # what every recipe leaves unset resolves to
+
+
+def data_kind(flag: str) -> str:
+    """grey, colour or volume: which recipe a MedMNIST data set takes."""
+    if spatial_dims(flag) == 3:
+        return "volume"
+    return "grey" if dataset_info(flag)["n_channels"] == 1 else "colour"
+
+
+def recipe_options(method: str, recipe: str, flag: str) -> dict:
+    """The options `recipe` sets for `method` on data set `flag`."""
+    if recipe == "study":
+        return dict(STUDY) if spatial_dims(flag) == 2 else {"select_by": "contrastive", "features": "last"}
+    return dict(RECIPES.get(method, {}).get(data_kind(flag), {}))
+
+
+def apply_recipe(method: str, args: argparse.Namespace) -> None:
+    """Fill the options left at None by the command line with --recipe's (in place); the network only without
+    --init (the checkpoint's then), its stem only for its own backbone."""
+    options = {**FALLBACK, **recipe_options(method, args.recipe, args.dataset)}
+    if getattr(args, "init", None):
+        options.pop("backbone", None)
+        options.pop("stem", None)
+    if args.backbone is not None and args.backbone != options.get("backbone"):
+        options.pop("stem", None)
+    for key, value in options.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
