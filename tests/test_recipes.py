@@ -1,0 +1,31 @@
+"""--recipe: the options a pretraining run takes when the command line leaves them out."""
+from pretrain.cli import pretrain_parser
+from pretrain.byol.hparams import BYOLHparams
+from pretrain.simclr.hparams import SimCLRHparams
+
+
+def parse(method, *argv):
+    return pretrain_parser(method).parse_args(list(argv))
+
+
+def test_the_default_recipe_per_kind_of_data_and_the_study_recipe_exactly():
+    grey = parse(SimCLRHparams, "--dataset", "breastmnist")
+    assert (grey.backbone, grey.aug, grey.select_by, grey.features, grey.stem) == ("small_cnn", "natural", "knn",
+                                                                                   "last", None)
+    colour = parse(SimCLRHparams, "--dataset", "retinamnist")
+    assert (colour.backbone, colour.aug) == ("small_cnn", "natural")
+    study = parse(SimCLRHparams, "--dataset", "breastmnist", "--recipe", "study")
+    assert (study.backbone, study.stem, study.aug, study.select_by, study.features, study.temperature,
+            study.weight_decay) == ("resnet18", "imagenet", "novel", "contrastive", "last", 0.07, 1e-4)
+    volume = parse(SimCLRHparams, "--dataset", "adrenalmnist3d")  # nothing measured on volumes: the defaults stay
+    assert (volume.backbone, volume.aug, volume.select_by) == (None, "volume", "knn")
+    byol = parse(BYOLHparams, "--dataset", "breastmnist")  # a method without a measured recipe keeps its own
+    assert (byol.backbone, byol.aug) == (None, "novel")
+
+
+def test_the_command_line_wins_and_init_keeps_its_network():
+    given = parse(SimCLRHparams, "--dataset", "breastmnist", "--recipe", "study", "--backbone", "small_cnn",
+                  "--aug", "natural", "--select-by", "knn")
+    assert (given.backbone, given.stem, given.aug, given.select_by) == ("small_cnn", None, "natural", "knn")
+    init = parse(SimCLRHparams, "--dataset", "breastmnist", "--init", "pretrain-bloodmnist")
+    assert init.backbone is None and init.aug == "natural"  # the network is the checkpoint's
