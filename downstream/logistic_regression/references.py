@@ -64,10 +64,10 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
     cache = cache_file(data.flag)
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     untrained = untrained_networks(network, data)
-    rows = ((f"random-{network_tag(network)}", lambda: ["--encoder", probe.RANDOM, *network_argv(network),
-                                                        "--features", LAST]),
-            (PIXELS, lambda: ["--encoder", PIXELS]),
-            (TAG, lambda: strongest_argv(untrained, settings, data, options, args)))
+    rows = ((f"random-{network_tag(network)}", lambda: (["--encoder", probe.RANDOM, *network_argv(network),
+                                                         "--features", LAST], None)),
+            (PIXELS, lambda: (["--encoder", PIXELS], None)),
+            (TAG, lambda: strongest_argv(untrained, settings, data, args)))  # each: (train.py's options, chosen)
     results = {}
     for tag, encoder_argv in rows:
         described = tag if tag != TAG else f"{TAG}:" + ",".join(network_tag(n) for n in untrained)
@@ -75,9 +75,7 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
         if key not in cached:
             name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
-                argv, chosen = encoder_argv(), None
-                if tag == TAG:
-                    argv, chosen = argv
+                argv, chosen = encoder_argv()
                 train_args = probe_train.parse_args([*reference_argv(options, data), *argv, "--name", name])
                 encoder, path = probe.frozen_encoder(train_args.encoder, data, train_args.seed,
                                                      train_args.backbone, train_args.stem, train_args.resize)
@@ -93,8 +91,7 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
     return results
 
 
-def strongest_argv(untrained: list[dict], settings: dict, data: MedMNISTDataModule, options: dict,
-                   args) -> tuple[list[str], dict]:
+def strongest_argv(untrained: list[dict], settings: dict, data: MedMNISTDataModule, args) -> tuple[list[str], dict]:
     """train.py's encoder options of the strongest untrained features for the head's labelled images (chosen on
     their train and val features only), and what was chosen."""
     subset = data.subset(settings["samples"], settings["samples_per_class"], settings["seed"] or 0)
