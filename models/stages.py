@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.backbones import BACKBONES
 from models.feature_choice import LAST, canonical, resolve
 from utils import UserError
 
@@ -75,7 +74,3 @@ def split_candidates(features: torch.Tensor, reader: StageFeatures) -> dict[str,
         candidates["stages"] = torch.cat(parts[1:], dim=1)
     return candidates
 
-
-def backbone_stage_count(backbone: str) -> int:
-    """The registry's stage count of `backbone` (no network built)."""
-    return BACKBONES[backbone].stages
