@@ -18,18 +18,13 @@ import mmap
 import os
 import shutil
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from common.file_lock import exclusive_lock
 from common.npy_stream import member_shape, read_chunks, write_npy
 from utils import UserError
 
@@ -109,19 +104,10 @@ def build_cache(npz: Path, splits: tuple[str, ...], check) -> Path:
     return final
 
 
-@contextmanager
 def build_lock(npz: Path):
-    """An exclusive lock on `<npz stem>.cache.lock` beside the npz (flock; a no-op where there is none)."""
+    """An exclusive lock on `<npz stem>.cache.lock` beside the npz."""
     path = cache_folder(npz).with_name(cache_folder(npz).name + ".lock")
-    try:
-        handle = open(path, "a")
-    except OSError as err:
-        raise UserError(f"cannot create the data cache's lock {path} ({err.strerror})",
-                        "make the data folder writable, or pass --data-storage memory") from None
-    with handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    return exclusive_lock(path, "make the data folder writable, or pass --data-storage memory")
 
 
 class MappedImages:

@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common.flags import DEFAULT_DATA_DIR, check_size, dataset_info
+from common.flags import DEFAULT_DATA_DIR, check_size
+from common.scans.decode import FITS
+from common.sources import check_source_size, check_text, is_flag, resolve
 from common.hardware import ACCELERATORS, PRECISIONS, check_hardware
 from common.storage import IN_MEMORY_BYTES, STORAGES
 from models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem,
@@ -93,12 +95,22 @@ MOMENTUM = Number(float, 0, 1, open_high=True)  # a moving average's: 1 would ne
 
 
 def dataset_flag(text: str) -> str:
-    """--dataset: a MedMNIST flag (common.flags), or the closest one named."""
+    """--dataset: a MedMNIST flag (common.flags; else the closest one named), a folder or an npz file."""
     try:
-        dataset_info(text)
+        return check_text(text)
     except UserError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    return text
+
+
+def window(text: str) -> str:
+    """--window LOW,HIGH: two numbers, LOW < HIGH (kept as text, as a config file holds it)."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH (two numbers), got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH with LOW < HIGH, got {text!r}")
+    return f"{low:g},{high:g}"
 
 
 def devices(text: str) -> str:
@@ -227,22 +239,60 @@ def add_config_options(parser: Parser) -> None:
 
 
 def check_data_options(args: argparse.Namespace) -> None:
-    if args.dataset is not None and args.size is not None:  # test.py's: None until the checkpoint says
-        check_size(args.dataset, args.size)
     if args.data_dir:  # absolute in the record, so that a rerun of its config finds it from anywhere
         args.data_dir = str(Path(args.data_dir).expanduser().resolve())
     check_hardware(args.accelerator, str(args.devices), args.precision)
+    if args.dataset is not None and args.size is not None:  # test.py's: None until the checkpoint says
+        resolve_data(args)
 
 
-def data_parser(description: str) -> Parser:
-    """Options naming the data: dataset flag, image size, folder, seed, hardware."""
+def resolve_data(args: argparse.Namespace):
+    """--dataset resolved (common.sources: a folder decoded into its cache if it is not yet), its size checked; an
+    npz file's own image size becomes --size. Returns the source."""
+    if is_flag(args.dataset):
+        check_size(args.dataset, args.size)
+    else:  # absolute in the record, as --data-dir
+        args.dataset = str(Path(args.dataset).expanduser().resolve())
+        if not Path(args.dataset).is_file():
+            check_source_size(folder_dims_source(args.dataset), args.size)
+    source = resolve(args.dataset, args.size, args.data_dir, args.labels_from, args.fit, args.window)
+    if source.kind == "npz" and source.size != args.size:
+        args.size = source.size  # the file's: an npz holds one size
+    return source
+
+
+def folder_dims_source(text: str):
+    """A stand-in source with only the folder's dims (from the files' suffixes), to check --size before decoding."""
+    from types import SimpleNamespace
+
+    from common.scans.layout import read_layout
+
+    layout = read_layout(Path(text).expanduser(), "none")  # the labels are read once, when it is cached
+    return SimpleNamespace(dims=layout.dims, name=Path(text).name)
+
+
+def data_parser(description: str, labels_alias: bool = True) -> Parser:
+    """Options naming the data: dataset flag (or folder, or npz), image size, folder options, seed, hardware.
+    `labels_alias`: --labels for --labels-from (where a command's own --labels means something else, it is not)."""
     parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", type=dataset_flag, default=DEFAULT_DATASET,
-                        help="MedMNIST flag, e.g. bloodmnist, breastmnist, or a 3D one: adrenalmnist3d, organmnist3d")
+                        help="MedMNIST flag, e.g. bloodmnist, breastmnist, or a 3D one: adrenalmnist3d, organmnist3d; "
+                             "or a folder of your own images (PNG, JPEG, TIFF, BMP, DICOM) or volumes (NIfTI); or an "
+                             "npz file in MedMNIST's layout (README 'Your own data')")
     parser.add_argument("--size", type=POSITIVE_INT, default=DEFAULT_SIZE,
-                        help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side)")
+                        help="image size: 28, 64, 128 or 224 (3D data sets: 28 or 64 voxels per side); a folder is "
+                             "resized to it; an npz file's own size is used")
     parser.add_argument("--data-dir", default=None,
                         help=f"folder with the MedMNIST npz files (default {DEFAULT_DATA_DIR})")
+    parser.add_argument(*(["--labels-from", "--labels"] if labels_alias else ["--labels-from"]), dest="labels_from",
+                        default=None, metavar="CSV|folders|none",
+                        help="a folder's labels: a CSV (path,label[,split]; several label columns: multi-label), "
+                             "class subfolders, or none (default: subfolders when every image is in one)")
+    parser.add_argument("--fit", default="pad", choices=FITS,
+                        help="a folder's non-square images: pad (centred on black), crop (centre square) or stretch")
+    parser.add_argument("--window", type=window, default=None, metavar="LOW,HIGH",
+                        help="a folder's 16-bit, DICOM and NIfTI intensities mapped to 0-255 from this window (e.g. "
+                             "CT soft tissue --window=-160,240 in HU) instead of each image's 0.5-99.5th percentiles")
     parser.add_argument("--data-storage", default="auto", choices=STORAGES,
                         help="memory: read the npz into RAM; mmap: decode it once into an uncompressed cache beside it "
                              "and memory-map that (for sets larger than RAM); auto: mmap above "

@@ -19,8 +19,9 @@ import pytorch_lightning as pl
 import torch
 
 from common import prefetch
-from common.cache import images_nbytes, open_cache
-from common.flags import DEFAULT_DATA_DIR, dataset_info, is_multilabel, npz_path, spatial_dims
+from common.cache import MappedImages, images_nbytes, open_cache
+from common.flags import dataset_info, is_multilabel, npz_path
+from common.sources import DataSource, describe, lookup
 from common.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
@@ -82,6 +83,20 @@ def check_split(path: Path, info: dict, dims: int, split: str, shape: tuple, dty
     if labels.shape != (shape[0], n_labels):
         raise UserError(f"{path}: {split}_labels has shape {labels.shape}", f"expected ({shape[0]}, {n_labels})")
     return not grey_ok
+
+
+def folder_splits(folder: Path, info: dict, mapped: bool) -> tuple[dict, dict]:
+    """(splits, mapped images) of a folder's cache (common/scans/cache.py): channel-first uint8 already, read into
+    memory or memory-mapped."""
+    splits, maps = {}, {}
+    for split in SPLITS:
+        labels = label_tensor(np.load(folder / f"{split}_labels.npy"), info)
+        if mapped:
+            maps[split] = MappedImages(folder / f"{split}_images.npy")
+            splits[split] = (maps[split].tensor, labels)
+        else:
+            splits[split] = (torch.from_numpy(np.load(folder / f"{split}_images.npy")), labels)
+    return splits, maps
 
 
 def label_tensor(labels: np.ndarray, info: dict) -> torch.Tensor:
@@ -216,8 +231,9 @@ class InMemoryLoader:
 
 
 class MedMNISTDataModule(pl.LightningDataModule):
-    """A MedMNIST data set (2D, or 3D volumes) held in memory. Channels, classes, task type and whether it
-    holds volumes come from the flag and medmnist.INFO."""
+    """A MedMNIST data set (2D, or 3D volumes), an npz file in its layout or a folder's cache (common.sources), held
+    in memory or memory-mapped. Channels, classes, task type and whether it holds volumes come from the flag and
+    medmnist.INFO, or from the file or folder."""
 
     def __init__(
         self,
@@ -236,15 +252,17 @@ class MedMNISTDataModule(pl.LightningDataModule):
         super().__init__()
         if storage not in STORAGES:
             raise ValueError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
-        self.info = dataset_info(dataset)
-        self.flag, self.size, self.seed = dataset, size, seed
-        self.path = npz_path(dataset, size, Path(data_dir).expanduser() if data_dir else DEFAULT_DATA_DIR)
+        self.source: DataSource = lookup(dataset, size, data_dir)
+        self.info, self.dataset = self.source.info, dataset
+        self.flag, self.size, self.seed = self.source.name, self.source.size, seed  # flag: the name runs are named by
+        self.path = self.source.path
         self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last
         self.samples, self.samples_per_class, self.download = samples, samples_per_class, download
         self.storage = storage
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mapped: dict = {}  # split -> common.cache.MappedImages, with the memory-mapped storage
         self.transfer_device: torch.device | None = None  # where batches are copied to, when the data stay on the host
+        self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # pretraining's images with --extra-unlabelled
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -258,7 +276,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
     @property
     def dims(self) -> int:
         """Spatial dimensions of the images: 2, or 3 for volumes (N, 1, D, H, W)."""
-        return spatial_dims(self.flag)
+        return self.source.dims
 
     @property
     def num_channels(self) -> int:
@@ -273,8 +291,23 @@ class MedMNISTDataModule(pl.LightningDataModule):
         return [self.info["label"][str(i)] for i in range(self.num_classes)]
 
     # -- Lightning hooks --------------------------------------------------------------------
+    def about(self) -> dict:
+        """What a run's record says of its data: the file whose md5 it takes (a folder's manifest) and the source."""
+        data_file = self.path / "manifest.json" if self.source.kind == "folder" else self.path
+        return {"data_file": str(data_file), "data": self.source.record()}
+
+    @property
+    def unlabelled(self) -> bool:
+        return self.source.unlabelled
+
+    def require_labels(self, what: str) -> None:
+        """A UserError for a data set without labels: `what` (the probe, finetuning, ...) needs them."""
+        if self.unlabelled:
+            raise UserError(f"{what} needs labels, and {describe(self.source)} has none",
+                            "give --labels labels.csv or class subfolders (README 'Your own data')")
+
     def prepare_data(self) -> None:
-        if self.download:
+        if self.download and self.source.kind == "medmnist":
             ensure_downloaded(self.flag, self.size, self.path.parent)
 
     def load(self) -> "MedMNISTDataModule":
@@ -283,9 +316,11 @@ class MedMNISTDataModule(pl.LightningDataModule):
             return self
         if self.download:
             self.prepare_data()
-        if not self.path.is_file():
+        if self.source.kind == "folder":
+            splits, self.mapped = folder_splits(self.path, self.info, self.resolved_storage() == "mmap")
+        elif not self.path.is_file():
             raise UserError(f"{self.path} does not exist", "check --data-dir or allow the download")
-        if self.resolved_storage() == "memory":
+        elif self.resolved_storage() == "memory":
             splits = load_splits(self.path, self.info, self.dims)
         else:
             cache = open_cache(self.path, SPLITS, partial(check_split, self.path, self.info, self.dims))
@@ -303,6 +338,9 @@ class MedMNISTDataModule(pl.LightningDataModule):
         """--data-storage: memory, mmap, or (auto) mmap for images over IN_MEMORY_BYTES uncompressed."""
         if self.storage != "auto":
             return self.storage
+        if self.source.kind == "folder":
+            nbytes = sum((self.path / f"{split}_images.npy").stat().st_size for split in SPLITS)
+            return "mmap" if nbytes > IN_MEMORY_BYTES else "memory"
         try:
             return "mmap" if images_nbytes(self.path) > IN_MEMORY_BYTES else "memory"
         except (OSError, zipfile.BadZipFile):
@@ -313,7 +351,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         `seed`, sharing the splits already in memory (the npz is not read again). Call it on the full data set."""
         images, labels = self.load().splits["train"]
         keep = select_subset(labels, samples, samples_per_class, seed, self.num_classes)
-        data = MedMNISTDataModule(self.flag, self.size, self.path.parent, self.batch_size, self.eval_batch_size,
+        data_dir = self.path.parent if self.source.kind == "medmnist" else None
+        data = MedMNISTDataModule(self.dataset, self.size, data_dir, self.batch_size, self.eval_batch_size,
                                   samples, samples_per_class, seed, self.drop_last, download=False, storage=self.storage)
         data.splits, data.mapped = dict(self.splits), dict(self.mapped)
         if len(keep) < len(labels):  # the subset goes to memory
@@ -339,7 +378,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
                       "pinned memory, one ahead")
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> InMemoryLoader:
-        images, labels = self.splits[split]
+        images, labels = self.pooled if split == "train" and self.pooled is not None else self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = EpochShuffler(shuffle, self.seed, rank if shuffle else 0, world if shuffle else 1)
         per_device = sampler.count(len(images))  # --batch-size is per device, as in Lightning
@@ -347,6 +386,16 @@ class MedMNISTDataModule(pl.LightningDataModule):
         prefetched = mapped is not None or self.transfer_device is not None
         return InMemoryLoader(images, labels, max(1, min(batch_size, per_device)), sampler, drop_last,
                               prefetch=prefetched, device=self.transfer_device, mapped=mapped)
+
+    def pool(self, extras: list[torch.Tensor]) -> None:
+        """Pretraining's training images: this set's and `extras` (other sources' training images, uint8 of this
+        set's shape), shuffled together; every other use of the training split (the kNN monitor's bank) keeps this
+        set's own."""
+        images, labels = self.load().splits["train"]
+        extra = torch.cat(extras)
+        blank = torch.zeros((len(extra), *labels.shape[1:]), dtype=labels.dtype)  # unlabelled: never read
+        self.pooled = torch.cat([images, extra]), torch.cat([labels, blank])
+        self.mapped.pop("train", None)
 
     def train_dataloader(self) -> InMemoryLoader:
         loader = self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
@@ -364,4 +413,5 @@ class MedMNISTDataModule(pl.LightningDataModule):
                             drop_last=False)
 
     def num_train(self) -> int:
-        return len(self.splits["train"][0])
+        """Training images per epoch (pooled ones included)."""
+        return len((self.pooled or self.splits["train"])[0])

@@ -1,7 +1,10 @@
 """What every test.py does first: resolve the checkpoint, check its kind, load the dataset."""
 from __future__ import annotations
 
-from common.cli import DEFAULT_SIZE, data_parser
+import json
+
+from common.cli import DEFAULT_SIZE, data_parser, resolve_data
+from common.sources import is_flag
 from common.data import MedMNISTDataModule
 from models.checkpoints import expect_kind, read_checkpoint, recorded_dataset
 from utils import UserError, resolve_checkpoint
@@ -24,8 +27,26 @@ def open_checkpoint(args, stages: list[str], kinds: tuple[str, ...]):
     if args.dataset is None:
         raise UserError(f"{path.name} does not record its dataset", "pass --dataset")
     args.size = args.size or (ckpt.get("hyper_parameters") or {}).get("size") or DEFAULT_SIZE
+    if not is_flag(args.dataset):  # a folder: its labels, fit and window as the run recorded them, unless given
+        for option, value in recorded_data_options(path).items():
+            if value is not None and getattr(args, option) in (None, "pad"):  # pad: --fit's default
+                setattr(args, option, value)
+    try:
+        resolve_data(args)
+    except UserError as err:
+        raise UserError(f"{path.name} was trained on --dataset {args.dataset}, which cannot be read now: {err}",
+                        "pass --dataset") from None
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed, storage=args.data_storage).load()
     return path, ckpt, data
+
+
+def recorded_data_options(path) -> dict:
+    """--labels-from, --fit and --window of the run that wrote checkpoint `path` (its config.json), where recorded."""
+    try:
+        options = json.loads(path.with_suffix(".config.json").read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {key: options.get(key) for key in ("labels_from", "fit", "window") if key in options}
 
 
 def check_classes(module, data: MedMNISTDataModule, path) -> None:

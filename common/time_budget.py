@@ -39,6 +39,10 @@ PLAN_SHARE = 0.95
 # with the small CNN on this 2-core CPU
 EPOCH_FIXED_S = 0.02
 STOP_SAVES = 3  # checkpoint saves after the clock stops training: last.ckpt, the best one, the final copy
+# ours: the share of the budget the training steps' calibration may take; past it, it stops at the step it is in
+# (one untimed and one timed step at least): a network whose step takes minutes on this machine is timed in two
+# steps, not seven (a ViT at 64 px took 7 x 148 s under a 4-minute budget before)
+CALIBRATION_SHARE = 0.1
 
 
 @dataclass
@@ -58,21 +62,36 @@ def sync(device: torch.device) -> None:
 
 
 def timed_steps(step: Callable[[], None], device: torch.device, warmup: int = WARMUP_STEPS,
-                steps: int = TIMED_STEPS) -> tuple[float, float]:
+                steps: int = TIMED_STEPS, limit_s: float | None = None) -> tuple[float, float]:
     """(seconds per call of `step`, over `steps` calls after `warmup` untimed ones; the warm-up's seconds beyond
-    `warmup` steady calls). The device is synchronised at both ends of each phase only, as scripts/benchmark.py
-    times."""
+    as many steady calls). The device is synchronised at both ends of each phase only, as scripts/benchmark.py
+    times; with `limit_s`, after every call too, and each phase ends early (after one call at least) once the
+    calls have taken `limit_s` in all."""
+    def over() -> bool:
+        if limit_s is None:
+            return False
+        sync(device)
+        return time.perf_counter() - start > limit_s
+
     sync(device)
     start = time.perf_counter()
-    for _ in range(warmup):
+    warmed = 0
+    while warmed < warmup:
         step()
+        warmed += 1
+        if over():
+            break
     sync(device)
     warm = time.perf_counter()
-    for _ in range(steps):
+    timed = 0
+    while timed < max(1, steps):
         step()
+        timed += 1
+        if over():
+            break
     sync(device)
-    per_step = (time.perf_counter() - warm) / steps
-    return per_step, max(0.0, warm - start - warmup * per_step)
+    per_step = (time.perf_counter() - warm) / timed
+    return per_step, max(0.0, warm - start - warmed * per_step)
 
 
 def timed_save(state: dict, folder: Path) -> float:

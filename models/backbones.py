@@ -165,7 +165,13 @@ def reads(backbone: nn.Module, channels: int, size: int, dims: int = 2) -> bool:
 
 def require_reads(backbone: nn.Module, channels: int, size: int, what: str, fix: str, dims: int = 2) -> None:
     """A UserError naming `what` (the checkpoint) unless `backbone` reads such images."""
-    if not reads(backbone, channels, size, dims):
+    from models.stem import conversion_note
+
+    if reads(backbone, channels, size, dims):
+        note = conversion_note(backbone.in_channels, channels) if dims == 2 else None
+        if note:
+            print(note)
+    else:
         options, mine = backbone.backbone_options, backbone_dims(backbone)
         kind, unit = {2: "images", 3: "volumes"}, {2: "px", 3: "voxels"}
         raise UserError(f"{what} takes {options['in_channels']}-channel {kind[mine]} of {options['size']} {unit[mine]} "

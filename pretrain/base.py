@@ -197,7 +197,7 @@ class PretrainModule(MethodHparams, pl.LightningModule):
         --features (models.stages). Runs at each validation (every --monitor-every epochs); labels serve this
         monitor only."""
         data = self.trainer.datamodule
-        if not getattr(data, "splits", None):
+        if not getattr(data, "splits", None) or not data.num_classes:  # an unlabelled folder: no monitor
             return {}
         monitored = read_features(self.encoder, self.hparams.get("features") or LAST)  # not a submodule: no new keys
         return knn_monitor_metrics(monitored, data.splits, data.num_classes, data.multilabel, self.device)

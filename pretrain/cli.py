@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.cli import LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, train_parser
-from common.flags import spatial_dims
+from common.cli import (LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, dataset_flag,
+                        train_parser)
+from common.sources import known_dims
 from common.hardware import uses_gpu
 from common.sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
                               default_augmentation)
@@ -41,6 +42,10 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
                         help="how far views stray from their image: the crop's smallest share and the colour jitter "
                              "(intensity, for volumes) scale with it; 1: the sequences as published")
     add_backbone_options(parser, "without --init")
+    parser.add_argument("--extra-unlabelled", nargs="+", type=dataset_flag, default=None, metavar="DATASET",
+                        help="more training images for pretraining only (MedMNIST flags, folders or npz files, at "
+                             "--size; their labels unused): --dataset's splits still serve the monitor, validation "
+                             "and every later stage; colour and grey converted to --dataset's channels")
     parser.add_argument("--features", type=feature_option, default=None,
                         help=FEATURES_HELP + "; what the kNN monitor reads, recorded in the checkpoint so that the "
                              f"probe and the label-efficiency command read the same by default (default {LAST})")
@@ -105,7 +110,7 @@ def checked_sync_batchnorm(method, args) -> bool:
 def checked_augmentation(aug: str | None, flag: str) -> str:
     """--aug, or the default sequence for the images or volumes of data set `flag`; a sequence of the other kind is
     an error."""
-    dims = spatial_dims(flag)
+    dims = known_dims(flag)
     if aug is None:
         return default_augmentation(dims)
     if augmentation_dims(aug) != dims:

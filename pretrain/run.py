@@ -10,9 +10,10 @@ import torch
 
 from common.cli import new_network, size_suffix
 from common.data import MedMNISTDataModule
+from common.sources import short_name
 from common.features import extract_features
 from common.normalize import normalize, to_unit
-from common.time_budget import (FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device, preserved_rng,
+from common.time_budget import (CALIBRATION_SHARE, FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device, preserved_rng,
                                 timed_save, timed_steps)
 from common.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
@@ -42,9 +43,14 @@ def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dic
 def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Path:
     """Pretrain `method` (a PretrainModule subclass) as `args` (pretrain.cli.pretrain_parser's, checked) say;
     returns the saved `<name>.ckpt`. `callbacks`: more Lightning callbacks (scripts/tune.py's pruning)."""
-    name = args.name or f"{method.RUN_PREFIX}-{args.dataset}{size_suffix(args.size)}"
+    name = args.name or f"{method.RUN_PREFIX}-{short_name(args.dataset)}{size_suffix(args.size)}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
                               seed=args.seed, drop_last=True, storage=args.data_storage).load()
+    extra = pool_extra(data, args) if getattr(args, "extra_unlabelled", None) else []
+    if data.unlabelled and args.select_by == "knn":
+        print(f"note: {data.flag} has no labels, so no kNN monitor: the best checkpoint is chosen by "
+              f"{method.OWN_MONITOR[0] if method.OWN_MONITOR else 'the last epoch'} (--select-by contrastive)")
+        args.select_by = "contrastive"
     n_train = data.num_train()
     if args.batch_size is not None and args.batch_size > n_train:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
@@ -66,8 +72,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
     check_output(method.NAME, name, args.overwrite, args.resume)
     args.init = str(init) if init else None  # the file it was, should the name later mean another
     sync_batchnorm = checked_sync_batchnorm(method, args)  # the method's default on this machine's devices
-    about = {"method": method.NAME, "data_file": str(data.path), "network": model.encoder.backbone_options,
-             "sync_batchnorm": sync_batchnorm}
+    about = {"method": method.NAME, **data.about(), "network": model.encoder.backbone_options,
+             "sync_batchnorm": sync_batchnorm, **({"extra_unlabelled": extra} if extra else {})}
     monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
     options = {"sync_batchnorm": sync_batchnorm}
     if getattr(args, "time_budget", None) is not None:
@@ -78,12 +84,46 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
                         callbacks=callbacks, trainer_options=options)
 
 
+def pool_extra(data: MedMNISTDataModule, args) -> list[dict]:
+    """--extra-unlabelled: the training images of each source added to `data`'s for pretraining (grey and colour
+    converted to `data`'s channels, a note saying so); returns what the record says of each source."""
+    from common.sources import resolve
+    from common.trainer import file_md5
+    from models.stem import LUMA
+
+    extras, records = [], []
+    for text in args.extra_unlabelled:
+        source = resolve(text, data.size, args.data_dir, "none", args.fit, args.window)
+        if source.dims != data.dims or source.size != data.size:
+            kind = {2: "images", 3: "volumes"}
+            raise UserError(f"--extra-unlabelled {text} holds {kind[source.dims]} of {source.size} per side but "
+                            f"{data.flag} holds {kind[data.dims]} of {data.size}",
+                            "pool sources of the same kind, at the same --size")
+        other = MedMNISTDataModule(text, data.size, args.data_dir, storage=args.data_storage).load()
+        images = other.splits["train"][0]
+        if images.shape[1] != data.num_channels:
+            if data.num_channels == 1:  # colour -> grey: the luminance, as the encoders' grey stems read it
+                weights = torch.tensor(LUMA).view(1, 3, *[1] * (images.ndim - 2))
+                images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+            else:
+                images = images.expand(-1, data.num_channels, *images.shape[2:])
+            print(f"note: --extra-unlabelled {other.flag}: {other.num_channels}-channel images converted to "
+                  f"{data.num_channels} ({'luminance' if data.num_channels == 1 else 'grey repeated'})")
+        extras.append(images.contiguous())
+        md5 = source.digest if source.kind == "folder" else file_md5(source.path)
+        records.append({**source.record(), "md5": md5, "train_images": len(images)})
+    data.pool(extras)
+    print(f"pretraining on {data.num_train()} images: {len(data.splits['train'][0])} of {data.flag} and "
+          + ", ".join(f"{r['train_images']} of {r['name']}" for r in records))
+    return records
+
+
 def time_budget(model, data: MedMNISTDataModule, args, folder: Path) -> TimeBudget:
     """--time-budget's Lightning callback, its clock started now: the run calibrated, its epochs planned at the
     Trainer's set-up (--epochs caps them when given)."""
     started = time.monotonic()
     calibration = calibrate(model, data, str(args.accelerator), str(args.precision), folder, started,
-                            compile_encoder=getattr(args, "compile", False))
+                            compile_encoder=getattr(args, "compile", False), budget_s=60 * args.time_budget)
     every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     saves = 1 + (len(data.train_dataloader()) / every_n_steps if every_n_steps else 0)  # last.ckpt, every epoch
     return TimeBudget(args.time_budget, started, calibration, data.num_train(), data.batch_size, args.val_every,
@@ -91,7 +131,7 @@ def time_budget(model, data: MedMNISTDataModule, args, folder: Path) -> TimeBudg
 
 
 def calibrate(model, data: MedMNISTDataModule, accelerator: str, precision: str, folder: Path,
-              started: float, compile_encoder: bool = False) -> Calibration:
+              started: float, compile_encoder: bool = False, budget_s: float | None = None) -> Calibration:
     """The run's own costs, timed on a copy of `model` (its weights, queue and generators, and every random state,
     stay as they are): training steps, one validation, one checkpoint save (in `folder`). With `compile_encoder`
     (--compile) the copy's encoder is compiled as fit_and_save compiles the run's: the compilation falls in the
@@ -104,7 +144,8 @@ def calibrate(model, data: MedMNISTDataModule, accelerator: str, precision: str,
             twin.encoder.compile()
         (optimizer,), _ = twin.configure_optimizers()
         steps = CalibrationSteps(twin, optimizer, data, device, precision)
-        seconds_per_step, warmup_extra = timed_steps(steps.train, device)
+        seconds_per_step, warmup_extra = timed_steps(steps.train, device,
+                                                     limit_s=CALIBRATION_SHARE * budget_s if budget_s else None)
         validation_s, validation_warmup = steps.validation_seconds()
         checkpoint_s = timed_save({"state_dict": twin.state_dict(), "optimizer_states": [optimizer.state_dict()]},
                                   folder)

@@ -38,6 +38,9 @@ def main(argv=None):
     trainer = test_trainer(args)
     own = {k.split("/")[1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
     print(f"test {method.TITLE}: " + ", ".join(f"{k} {v:.4f}" for k, v in own.items()))
+    if data.unlabelled:
+        print(f"note: {data.flag} has no labels: no linear probe (give --labels-from labels.csv for one)")
+        return
     features = FeatureDataModule(data, model.encoder.requires_grad_(False))
     probe = linear_probe.LogisticRegressionModule(model.encoder.feature_dim, data.num_classes, data.multilabel,
                                                   data.flag, max_epochs=args.probe_epochs)

@@ -83,7 +83,8 @@ budget_value = LabelBudget()
 
 
 def build_parser():
-    parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.")
+    parser = data_parser("The label-efficiency experiment: probe, finetuning and baseline at several label budgets.",
+                         labels_alias=False)
     parser.add_argument("--encoders", nargs="+", default=None,
                         help="pretrained encoders (run names or paths, any method, or 'imagenet': torchvision's supervised "
                              "ResNet-18); default pretrain-<dataset> (-<size> when not 28)")
@@ -197,7 +198,7 @@ def row_key(row: dict) -> tuple[str, str, str, str, str]:
 def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
     """Every cell, encoders resolved (each is loaded once here to check it reads the dataset)."""
     pretrained = []
-    for reference in args.encoders or [f"pretrain-{args.dataset}{size_suffix(args.size)}"]:
+    for reference in args.encoders or [f"pretrain-{data.flag}{size_suffix(args.size)}"]:
         if reference == IMAGENET:  # torchvision's supervised ResNet-18, the third starting point
             options = imagenet_encoder(None, data.num_channels, data.size, dims=data.dims).backbone_options
             pretrained.append(Encoder(f"{IMAGENET}-{network_tag(options)}", None, options))
@@ -237,8 +238,7 @@ class Runner:
         self.chosen = LAST  # what the last probe cell read (the strongest untrained: which network and features)
 
     def common_argv(self, cell: Cell) -> list[str]:
-        return ["--dataset", self.data.flag, "--size", str(self.data.size), "--data-dir", str(self.data.path.parent),
-                "--seed", str(cell.seed), *cell.budget.argv(), "--name", cell.name(self.data.flag), "--overwrite"]
+        return [*self.data.source.argv(), "--seed", str(cell.seed), *cell.budget.argv(), "--name", cell.name(self.data.flag), "--overwrite"]
 
     def labelled(self, cell: Cell) -> torch.Tensor:
         """Indices of this cell's labelled training images: the stages' own draw for its budget and seed."""
@@ -328,6 +328,7 @@ class Runner:
 def main(argv=None):
     args = parse_args(argv)
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=0, storage=args.data_storage).load()
+    data.require_labels("the label-efficiency command")
     budgets = check_budgets(args, data)
     cells = plan(args, data, budgets)
     out = Path(args.out).expanduser() if args.out else output_root() / OUT / data.flag

@@ -32,7 +32,7 @@ BUDGET_EPOCHS = 10  # ours: enough for the kNN monitor to separate settings on M
 
 def build_parser():
     parser = data_parser("Tune a pretraining method's hyperparameters with Optuna (objective: the kNN monitor's "
-                         "validation AUROC after --budget-epochs).")
+                         "validation AUROC after --budget-epochs).", labels_alias=False)
     parser.add_argument("--method", default="simclr", choices=list(METHODS), help="pretraining method")
     parser.add_argument("--trials", type=POSITIVE_INT, default=TRIALS,
                         help="finished (completed or pruned) trials the study ends with, resumed studies included")

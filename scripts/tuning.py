@@ -26,7 +26,6 @@ import pytorch_lightning as pl
 from optuna.trial import TrialState
 
 from common.cli import COMMAND_ONLY
-from common.flags import spatial_dims
 from models.backbones import default_backbone
 from common.sequences import AUG_STRENGTH, default_augmentation
 from pretrain.cli import pretrain_parser
@@ -407,10 +406,11 @@ def study_folder(method: type[MethodHparams], study_name: str) -> Path:
 
 def trial_base_argv(args) -> list[str]:
     """The options every trial shares: the data, the hardware, the seed and the network."""
-    base = ["--dataset", args.dataset, "--size", str(args.size), "--data-storage", args.data_storage,
+    from common.sources import lookup
+
+    base = [*lookup(args.dataset, args.size, args.data_dir).argv(), "--data-storage", args.data_storage,
             "--seed", str(args.seed), "--accelerator", args.accelerator, "--devices", str(args.devices),
             "--num-nodes", str(args.num_nodes), "--precision", args.precision]
-    base += ["--data-dir", str(args.data_dir)] if args.data_dir else []
     for option in ("backbone", "stem", "resize", "patch_topk"):
         if getattr(args, option) is not None:
             base += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -421,14 +421,16 @@ def run(args, argv: list[str]) -> dict:
     """scripts/tune.py: open (or resume) the study, run the trials it still needs, write the report."""
     from common.cli import size_suffix
     from common.data import MedMNISTDataModule
+    from common.sources import short_name
     from pretrain import method_hparams
 
     method = method_hparams(args.method)
-    name = args.study_name or f"tune-{method.NAME}-{args.dataset}{size_suffix(args.size)}"
+    name = args.study_name or f"tune-{method.NAME}-{short_name(args.dataset)}{size_suffix(args.size)}"
     folder = study_folder(method, name)
     storage = args.storage or f"sqlite:///{folder / 'study.db'}"
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage).load()
-    dims, n_train = spatial_dims(args.dataset), data.num_train()
+    data.require_labels("tune.py's objective (the kNN monitor or the few-label probe)")
+    dims, n_train = data.dims, data.num_train()
     few_label = args.objective == "few-label"
     space = search_space(method, dims, args.max_batch_size, n_train, few_label, args.search_backbone, args.size)
     base = trial_base_argv(args)

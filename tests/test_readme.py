@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import common.data
+import common.sources
 import study_format
 from conftest import REPO
 from fakedata import write_npz
@@ -43,7 +43,7 @@ def run_as_user(line: str, env: dict, extra: list[str], new_process: bool = Fals
     with pytest.MonkeyPatch.context() as patch:
         for name in ("HOME", "MEDSIMCLR_OUTPUT_ROOT"):
             patch.setenv(name, env[name])
-        patch.setattr(common.data, "DEFAULT_DATA_DIR", Path(env["HOME"]) / ".medmnist")  # ~ as the user's
+        patch.setattr(common.sources, "DEFAULT_DATA_DIR", Path(env["HOME"]) / ".medmnist")  # ~ as the user's
         patch.chdir(REPO)
         try:
             run_cli(main, args)
@@ -101,3 +101,19 @@ def test_published_checkpoint_commands_run_as_written(tmp_path):
             assert placed.with_name(f"{name}.test.json").is_file()
     assert (out / "downstream/resnet/models/study-finetune-bloodmnist.ckpt").is_file()
     assert (out / "pretrain/simclr/models/bloodmnist-then-dermamnist.ckpt").is_file()
+
+
+def test_your_own_data_walk_through_runs_as_written(tmp_path, monkeypatch):
+    """README 'Your own data': the three commands on a folder of PNGs and its labels CSV, in a new user's home."""
+    import scans
+
+    home = tmp_path / "home"
+    folder, labels = scans.csv_folder(home / "data" / "xrays", n=60, colour=False)
+    labels.rename(home / "data" / "xrays.csv")
+    env = {**os.environ, "HOME": str(home), "MEDSIMCLR_OUTPUT_ROOT": str(tmp_path / "out")}
+    lines = readme_block("Your own data")
+    assert len(lines) == 3 and all("--labels-from ~/data/xrays.csv" in line for line in lines)
+    for line in lines:
+        quick = ["--seeds", "0", "--protocols", "probe", "--references", "pixels"] if "label_efficiency" in line else []
+        run_as_user(line.replace("~", str(home)), env, quick)
+    assert (tmp_path / "out/outputs/label_efficiency/xrays/summary.md").is_file()

@@ -140,6 +140,9 @@ def make_inputs(folder, data_dir):
                 "hyper_parameters": {"stage": "logistic_regression"}}, folder / "head.ckpt")
     grey = SimCLR(in_channels=1)
     torch.save({"state_dict": grey.state_dict(), "hyper_parameters": dict(grey.hparams)}, folder / "grey-encoder.ckpt")
+    volumes = SimCLR(backbone="small_cnn_3d", in_channels=1)
+    torch.save({"state_dict": volumes.state_dict(), "hyper_parameters": dict(volumes.hparams)},
+               folder / "volume-encoder.ckpt")
     torch.save({"state_dict": grey.state_dict(), "hyper_parameters": {**grey.hparams, "method": "swav"}},
                folder / "future-method.ckpt")
     (folder / "not-a-folder").write_text("a file where the output folder should be")
@@ -158,8 +161,8 @@ BAD_INPUTS = {
     "npz wrong shapes": ("pretrain/simclr/train.py", ["--data-dir", "{inputs}/shapes"], "has shape"),
     "checkpoint missing": (LR, ["--encoder", "{inputs}/nope.ckpt"], "no such checkpoint"),
     "wrong kind of checkpoint": (LR, ["--encoder", "{inputs}/head.ckpt"], "is a logistic-regression head"),
-    "encoder channels": (FT, ["--dataset", "bloodmnist", "--init", "{inputs}/grey-encoder.ckpt"],
-                         "takes 1-channel images"),
+    "encoder of volumes on images": (FT, ["--dataset", "bloodmnist", "--init", "{inputs}/volume-encoder.ckpt"],
+                                     "takes 1-channel volumes"),  # grey and colour convert; 2D and 3D do not
     "samples larger than split": (FT, ["--init", "none", "--samples", "1000"], "--samples 1000"),
     "samples per class zero": (LR, ["--encoder", "random", "--samples-per-class", "0"], "must be an integer >= 1"),
     "negative learning rate of the probe": (LR, ["--encoder", "random", "--lr", "-1"], "--lr: must be a number in (0, 10]"),

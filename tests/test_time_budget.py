@@ -4,6 +4,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 import common.time_budget as time_budget
 from conftest import REPO
-from common.time_budget import epochs_for_budget, steps_per_epoch
+from common.time_budget import TIMED_STEPS, WARMUP_STEPS, epochs_for_budget, steps_per_epoch
 from events import scalar_values
 from pretrain.run import calibrate
 from pretrain.simclr import train as simclr_train
@@ -119,3 +120,20 @@ def test_epochs_default_to_100_without_a_budget_and_cap_it_with_one():
     parser = simclr_train.build_parser()
     assert parser.parse_args([]).epochs == 100 and parser.parse_args(["--time-budget", "1"]).epochs is None
     assert parser.parse_args(["--time-budget", "1", "--epochs", "7"]).epochs == 7
+
+
+def test_calibration_of_a_slow_step_stops_at_its_share_of_the_budget():
+    """A step slower than the budget's calibration share: one untimed and one timed call, not 2 + 5."""
+    from common.time_budget import timed_steps
+
+    calls = []
+
+    def slow_step():
+        calls.append(time.perf_counter())
+        time.sleep(0.05)
+
+    per_step, _ = timed_steps(slow_step, torch.device("cpu"), limit_s=0.01)
+    assert len(calls) == 2 and 0.04 < per_step < 0.5
+    calls.clear()
+    timed_steps(slow_step, torch.device("cpu"))  # no limit: every call
+    assert len(calls) == WARMUP_STEPS + TIMED_STEPS

@@ -61,8 +61,8 @@ def run(args) -> Path:
     """train.py's run: the encoder --encoder names, frozen, read at --features, and the probe on its features."""
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
-    data.load()
-    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{args.dataset}{size_suffix(args.size)}", data,
+    data.load().require_labels("the logistic-regression probe")
+    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{data.flag}{size_suffix(args.size)}", data,
                                            args.seed, args.backbone, args.stem, args.resize, args.patch_topk)
     encoder = probe_features(encoder, args.features)
     return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
@@ -72,7 +72,7 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
     """Train the head on `features` (of `data`'s splits through the frozen `encoder`, a models.stages reader or the
     network itself: computed in its setup, or handed in already computed) and save it as `<name>.ckpt`, as every
     run of this stage. The head records which features it read."""
-    name = args.name or f"downstream-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
+    name = args.name or f"downstream-{data.flag}{size_suffix(args.size)}{subset_suffix(args)}"
     check_output("logistic_regression", name, args.overwrite, args.resume)
     if args.solver == "lbfgs":
         args.epochs = 1  # the whole fit, every strength of the grid, is one epoch
@@ -87,7 +87,7 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
         solver=args.solver, features=getattr(encoder, "features_read", LAST))
     args.encoder = str(encoder_path)  # the file it was, should the name later mean another
     args.features = model.hparams.features  # as it read them (the default resolved)
-    about = {"data_file": str(data.path), "network": encoder.backbone_options}
+    about = {**data.about(), "network": encoder.backbone_options}
     return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
                         about=about)
 

@@ -48,7 +48,7 @@ def network_argv(options: dict) -> list[str]:
 
 def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
     """train.py's options for a reference probe with the head's settings (as its config records them)."""
-    argv = ["--dataset", data.flag, "--data-dir", str(data.path.parent), "--overwrite"]
+    argv = [*data.source.argv(), "--overwrite"]
     for key in SETTINGS:
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
@@ -60,7 +60,7 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
     options: backbone, stem, resize) and the strongest untrained features (with "chosen": what was chosen on val),
     each probed with the head's `options` (train.py's, from its config); trained on the first call for these
     settings and this data file (their output appended to `log`), read from the cache after."""
-    settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data.path)}
+    settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data.about()["data_file"])}
     cache = cache_file(data.flag)
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
     untrained = untrained_networks(network, data)

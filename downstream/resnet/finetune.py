@@ -8,6 +8,7 @@ from pathlib import Path
 from common import distributed
 from common.cli import new_network, size_suffix, subset_suffix
 from common.data import MedMNISTDataModule
+from common.sources import short_name
 from common.trainer import check_output, fit_and_save
 from downstream.resnet.explain import log_heatmaps
 from downstream.resnet.module import FinetuneClassifier
@@ -30,7 +31,8 @@ def init_checkpoint(args) -> Path | str | None:
     if args.backbone is not None or args.stem is not None or args.resize is not None or args.patch_topk is not None:
         raise UserError("--backbone, --stem, --resize and --patch-topk choose the network of --init none or imagenet only",
                         "the network of a pretrained encoder is the one its checkpoint records")
-    return resolve_encoder(args.init or f"pretrain-{args.dataset}{size_suffix(args.size)}", "--init", also=("resnet",))
+    return resolve_encoder(args.init or f"pretrain-{short_name(args.dataset)}{size_suffix(args.size)}", "--init",
+                           also=("resnet",))
 
 
 def network(args, data: MedMNISTDataModule, init: Path | str | None):
@@ -48,7 +50,7 @@ def network(args, data: MedMNISTDataModule, init: Path | str | None):
 def run_name(args, init: Path | str | None) -> str:
     """--name, or <baseline|imagenet|downstream>-<dataset>[-<size>][-<subset>]."""
     kind = "baseline" if init is None else IMAGENET if init == IMAGENET else "downstream"
-    return args.name or f"{kind}-{args.dataset}{size_suffix(args.size)}{subset_suffix(args)}"
+    return args.name or f"{kind}-{short_name(args.dataset)}{size_suffix(args.size)}{subset_suffix(args)}"
 
 
 def run(args) -> Path:
@@ -57,7 +59,7 @@ def run(args) -> Path:
     name = run_name(args, init)
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
                               samples_per_class=args.samples_per_class, seed=args.seed)
-    data.load()
+    data.load().require_labels("finetuning")
     data.batch_size = min(args.batch_size, data.num_train())
     options, encoder = network(args, data, init)
     seed_everything(args.seed)
@@ -68,7 +70,7 @@ def run(args) -> Path:
         load_weights(model.encoder, encoder.state_dict(), f"--init {getattr(init, 'name', init)}")
     check_output("resnet", name, args.overwrite, args.resume)
     args.init = "none" if init is None else str(init)  # the file it was, should the name later mean another
-    about = {"data_file": str(data.path), "network": options}
+    about = {**data.about(), "network": options}
     final = fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", about=about)
     if distributed.rank() == 0:  # the grid of the final model on the validation split, also in TensorBoard
         record = json.loads(final.with_suffix(".config.json").read_text())
