@@ -82,21 +82,23 @@ def check_split(path: Path, info: dict, dims: int, split: str, shape: tuple, dty
         raise UserError(f"{path}: {split}_images has shape {tuple(shape)} {np.dtype(dtype)}", f"expected uint8 {expected}")
     if labels.shape != (shape[0], n_labels):
         raise UserError(f"{path}: {split}_labels has shape {labels.shape}", f"expected ({shape[0]}, {n_labels})")
+    check_label_values(path, info, split, labels)
     return not grey_ok
 
 
-def folder_splits(folder: Path, info: dict, mapped: bool) -> tuple[dict, dict]:
-    """(splits, mapped images) of a folder's cache (common/scans/cache.py): channel-first uint8 already, read into
-    memory or memory-mapped."""
-    splits, maps = {}, {}
-    for split in SPLITS:
-        labels = label_tensor(np.load(folder / f"{split}_labels.npy"), info)
-        if mapped:
-            maps[split] = MappedImages(folder / f"{split}_images.npy")
-            splits[split] = (maps[split].tensor, labels)
-        else:
-            splits[split] = (torch.from_numpy(np.load(folder / f"{split}_images.npy")), labels)
-    return splits, maps
+def check_label_values(path: Path, info: dict, split: str, labels: np.ndarray) -> None:
+    """Integer labels within the data set's classes (0/1 for multi-label); unlabelled data: anything (never read)."""
+    if not info["label"] or len(labels) == 0:
+        return
+    if not np.issubdtype(labels.dtype, np.integer) and not np.array_equal(labels, np.round(labels)):
+        raise UserError(f"{path}: {split}_labels are not whole numbers ({labels.dtype})", "labels are class indices")
+    multilabel, count = is_multilabel(info), len(info["label"])
+    allowed = 2 if multilabel else count
+    bad = np.flatnonzero(((labels < 0) | (labels >= allowed)).any(axis=1))
+    if len(bad):
+        what, has = ("0 or 1", f"{count} binary labels") if multilabel else (f"a class 0-{count - 1}", f"{count} classes")
+        raise UserError(f"{path}: {split}_labels[{bad[0]}] is {labels[bad[0]].tolist()}, not {what} ({len(bad)} such "
+                        f"rows)", f"the data set has {has}: fix the labels")
 
 
 def label_tensor(labels: np.ndarray, info: dict) -> torch.Tensor:

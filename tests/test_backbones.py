@@ -47,7 +47,20 @@ def test_an_rgb_stem_reads_grey_images_as_grey_repeated_three_times(name):
     grey = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(backbone(grey), backbone(grey.expand(-1, 3, -1, -1)), atol=1e-5)
-    assert reads(backbone, 1, 28) and not reads(build_backbone(name, 1, 28), 3, 28)
+    assert reads(backbone, 1, 28) and not reads(backbone, 2, 28)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "small_cnn", "vit_tiny"])
+def test_a_grey_stem_reads_colour_images_as_their_luminance(name):
+    from models.stem import LUMA
+
+    torch.manual_seed(0)
+    backbone = build_backbone(name, 1, 28).eval()
+    rgb = torch.randn(2, 3, 28, 28)
+    luminance = (rgb * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    with torch.no_grad():
+        assert torch.allclose(backbone(rgb), backbone(luminance), atol=1e-5)
+    assert reads(backbone, 3, 28)
 
 
 def test_a_vit_reads_only_its_own_size_and_its_patch_follows_the_size():

@@ -178,17 +178,6 @@ def test_pooled_pretraining_and_encoders_across_grey_and_colour(tmp_path, output
     resnet_test.main(["--checkpoint", "f3", *data])
 
 
-def test_a_grey_stem_reads_colour_as_its_luminance():
-    from models.backbones import build_backbone
-    from models.stem import LUMA
-
-    encoder = build_backbone("small_cnn", 1, 28).eval()
-    rgb = torch.rand(4, 3, 28, 28) * 2 - 1
-    luminance = (rgb * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    with torch.no_grad():
-        assert torch.allclose(encoder(rgb), encoder(luminance), atol=1e-5)
-
-
 def bad_png(root):
     scans.png_class_folders(root, n=8)
     (root / "benign/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -270,3 +259,18 @@ def test_a_folder_that_changes_while_it_is_cached_is_an_error(tmp_path, output_r
     with pytest.raises(Exception, match="changed while it was being cached"):
         sources.resolve(str(root), 28)
     assert not (output_root / "data_cache").exists()
+
+
+def test_labels_outside_the_classes_are_refused_when_the_split_is_loaded(tmp_path, output_root, data_dir, capsys):
+    """A binary set (breastmnist) whose train labels hold a 7: one line naming the split, row and value."""
+    with np.load(data_dir / "breastmnist.npz") as arrays:
+        arrays = dict(arrays)
+    arrays["train_labels"] = arrays["train_labels"].copy()
+    arrays["train_labels"][5] = 7
+    (tmp_path / "bad").mkdir()
+    np.savez(tmp_path / "bad/breastmnist.npz", **arrays)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lr_train.main, ["--dataset", "breastmnist", "--data-dir", str(tmp_path / "bad"), "--encoder", "random"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1
+    assert "train_labels[5] is [7], not a class 0-1 (1 such rows)" in lines[0]
