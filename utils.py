@@ -63,13 +63,20 @@ class UserError(Exception):
 QUIET_WARNINGS = ".*(LeafSpec|on_after_batch_transfer|log_every_n_steps|many workers|litlogger).*"
 
 
+ON_EXIT: list[Callable[[], None]] = []  # what a command undoes however it ends (common.run_lock: its run locks)
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:
     """Run a command's `main`, turning a UserError into `error: ...` on stderr and exit code 2."""
     warnings.filterwarnings("ignore", message=QUIET_WARNINGS)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())
     try:
-        main(argv)
+        try:
+            main(argv)
+        finally:
+            for undo in ON_EXIT:
+                undo()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

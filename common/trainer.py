@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from common import run_lock
 from common.hardware import check_precision
 from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
@@ -58,7 +59,17 @@ def check_output(stage: str, name: str, overwrite: bool, resume: bool = False) -
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {final.parent} ({existing} is not a writable folder)",
                         f"fix its permissions or set {OUTPUT_ROOT_VARIABLE} to a writable folder")
+    run_lock.hold(final.parent, name)  # until finish_run has written <name>.ckpt and its config
     return final
+
+
+def prune_hpc_checkpoints(runs: Path, keep: Path) -> None:
+    """Only the newest of Lightning's hpc_ckpt_<N>.ckpt (one per SLURM pre-emption, each a full checkpoint) stays;
+    `keep` (what the run resumes from) always stays."""
+    hpc = sorted(runs.glob("hpc_ckpt_*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    for old in hpc[:-1]:
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 def resume_point(stage: str, name: str) -> tuple[int, Path]:
@@ -73,6 +84,7 @@ def resume_point(stage: str, name: str) -> tuple[int, Path]:
         raise UserError(f"--resume: run {name} has no checkpoint to resume from in {runs}",
                         "start it without --resume, or give the --name of the interrupted run")
     newest = max(saved)[1]
+    prune_hpc_checkpoints(runs, keep=newest)
     if newest.name == "last.ckpt":
         return int(newest.parent.parent.name.split("_")[1]), newest
     return max(versions, default=0), newest
@@ -144,6 +156,7 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
                          (("RAM", memory["peak_rss_mb"]), ("GPU", memory["peak_cuda_allocated_mb"])) if mb is not None)
         print(f"saved {final}{best}\n  from {source}\n  TensorBoard: tensorboard --logdir {final.parent / 'tb_logs'}"
               + (f"\n  peak memory: {used}" if used else ""))
+        run_lock.release(final.parent, name)
     trainer.strategy.barrier("finish_run")  # no process goes on (to a next stage) before the files are written
     return final
 

@@ -19,13 +19,20 @@ def few_label_score(checkpoint: Path, data, features: str, labels: int = LABELS,
                     draws: int = DRAWS, accelerator: str = "cpu") -> dict:
     """{"auroc": mean validation AUROC over the draws, "aurocs": each draw's, "acc": mean validation accuracy} of the
     L-BFGS probe on `checkpoint`'s encoder read at `features`, with `labels` per class of the train split."""
+    from models.checkpoints import load_encoder
+
+    encoder = load_encoder(Path(checkpoint), "--checkpoint", data.num_channels, data.size, data.dims)
+    return encoder_score(encoder, data, features, labels, draws, accelerator)
+
+
+def encoder_score(encoder, data, features: str, labels: int = LABELS, draws: int = DRAWS,
+                  accelerator: str = "cpu") -> dict:
+    """few_label_score of an encoder already built."""
     from common import lbfgs_probe
     from common.data import select_subset
     from common.features import extract_features, feature_device
-    from models.checkpoints import load_encoder
     from models.stages import read_features
 
-    encoder = load_encoder(Path(checkpoint), "--checkpoint", data.num_channels, data.size, data.dims)
     reader, device = read_features(encoder.requires_grad_(False), features), feature_device(accelerator)
     encoded = {split: (extract_features(reader, data.splits[split][0], device), data.splits[split][1].to(device))
                for split in SPLITS}
@@ -38,3 +45,24 @@ def few_label_score(checkpoint: Path, data, features: str, labels: int = LABELS,
         aurocs.append(chosen["val_auroc"])
         accs.append(chosen["val_acc"])
     return {"auroc": sum(aurocs) / draws, "aurocs": aurocs, "acc": sum(accs) / draws}
+
+
+def untrained_scores(data, networks: dict[str, dict], features: list[str], labels: int = LABELS, draws: int = DRAWS,
+                     accelerator: str = "cpu", seed: int = 0) -> list[dict]:
+    """The same objective on random-init networks (`networks`: tag -> build_backbone options, seeded by `seed`)
+    read at each of `features`: the strongest untrained features a search's trials must beat, on val as they are."""
+    import torch
+
+    from models.backbones import build_backbone
+    from models.stages import stage_count
+
+    rows = []
+    for tag, options in networks.items():
+        torch.manual_seed(seed)
+        encoder = build_backbone(**options).eval()
+        for spec in features:
+            if spec.startswith("stage:") and int(spec.split(":")[1]) > stage_count(encoder):
+                continue
+            rows.append({"network": tag, "features": spec,
+                         **encoder_score(encoder, data, spec, labels, draws, accelerator)})
+    return rows

@@ -473,6 +473,8 @@ def run(args, argv: list[str]) -> dict:
     if args.worker:
         return {}
     written = write_report(study, method, folder)
+    if few_label:
+        written["untrained"] = write_untrained(folder, data, space, args)
     print("\n" + (folder / "trials.md").read_text(), end="")
     if "best" in written:
         best = study.best_trial
@@ -480,6 +482,31 @@ def run(args, argv: list[str]) -> dict:
               + ", ".join(f"{k} {format_value(v)}" for k, v in best.params.items()))
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return written
+
+
+def write_untrained(folder: Path, data, space: dict, args) -> Path:
+    """untrained.md: the few-label objective on random-init networks (the searched ones, else --backbone's), read at
+    every searched feature: the reference every trial's score stands beside. Prints the strongest."""
+    from scripts.few_label import untrained_scores
+
+    tags = list(space["network"][1:]) if "network" in space else [f"{args.backbone or default_backbone(data.dims)}"
+                                                                   + (f"-{args.stem}" if args.stem else "")]
+    networks = {}
+    for tag in tags:
+        backbone, _, stem = tag.partition("-")
+        networks[tag] = {"backbone": backbone, "stem": stem or None, "in_channels": data.num_channels,
+                         "size": data.size}
+    features = list(space.get("features", ("choice", "last"))[1:])
+    rows = untrained_scores(data, networks, features, args.labels, args.draws, args.accelerator, args.seed)
+    rows.sort(key=lambda r: -r["auroc"])
+    lines = ["| random-init network | features | val AUROC (mean of draws) | per draw |", "|---|---|---|---|"]
+    lines += [f"| {r['network']} | {r['features']} | {r['auroc']:.3f} | {' '.join(f'{a:.3f}' for a in r['aurocs'])} |"
+              for r in rows]
+    path = folder / "untrained.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print(f"strongest untrained features, the same objective: {rows[0]['network']} {rows[0]['features']} "
+          f"{rows[0]['auroc']:.4f}")
+    return path
 
 
 def logged(objective, label: str = OBJECTIVE):

@@ -239,3 +239,42 @@ def test_bad_input_through_a_new_process(case, inputs, data_dir, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert expected in lines[0], lines[0]
     assert snapshot(inputs, data_dir, tmp_path) == before
+
+
+def test_a_second_run_of_a_name_that_is_running_exits_at_once(data_dir, tmp_path, monkeypatch, capsys):
+    """The name's lock held by a live process: one line naming it, exit 2, nothing written; a dead holder's lock
+    (or a stale one of another host) is taken over with a note, and the finished run leaves no lock behind."""
+    import json
+    import socket
+
+    from common import run_lock
+
+    monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(tmp_path))
+    models = tmp_path / "pretrain/simclr/models"
+    models.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = models / "same.lock"
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": "now"}))
+        args = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "16",
+                "--backbone", "small_cnn", "--name", "same"]
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(simclr_train.main, args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(lines) == 1
+        assert f"run same is already running: process {holder.pid} on {socket.gethostname()}" in lines[0]
+        assert sorted(p.name for p in models.iterdir()) == ["same.lock"] and json.loads(lock.read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    simclr_train.main(args)  # the holder is gone: taken over
+    assert "taking over the lock of run same from process" in capsys.readouterr().out
+    assert (models / "same.ckpt").is_file() and not lock.exists()
+    lock.write_text(json.dumps({"host": "node-17", "pid": 1, "started": "then"}))  # another host, alive
+    with pytest.raises(SystemExit):
+        run_cli(simclr_train.main, [*args, "--overwrite"])
+    assert "process 1 on node-17" in capsys.readouterr().err
+    stale = time.time() - run_lock.STALE_S - 60
+    os.utime(lock, (stale, stale))  # its heartbeat stopped long ago
+    simclr_train.main([*args, "--overwrite"])
+    assert "from node-17, untouched for" in capsys.readouterr().out and not lock.exists()

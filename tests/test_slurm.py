@@ -77,3 +77,13 @@ def test_resume_takes_the_newest_of_last_and_the_slurm_checkpoint(output_root):
     last1.write_bytes(b"2")
     os.utime(last1, ns=(time.time_ns() + 2 * 10**9,) * 2)
     assert resume_point("simclr", "job") == (1, last1)
+
+
+def test_only_the_newest_slurm_checkpoint_of_a_run_is_kept(output_root):
+    run = models_dir("simclr") / "tb_logs" / "job"
+    run.mkdir(parents=True)
+    for n in (1, 2, 3):  # three pre-emptions, each a full checkpoint
+        (run / f"hpc_ckpt_{n}.ckpt").write_bytes(bytes([n]))
+        os.utime(run / f"hpc_ckpt_{n}.ckpt", ns=(time.time_ns() + n * 10**9,) * 2)
+    assert resume_point("simclr", "job") == (0, run / "hpc_ckpt_3.ckpt")
+    assert sorted(p.name for p in run.glob("hpc_ckpt_*")) == ["hpc_ckpt_3.ckpt"]
