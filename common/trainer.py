@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from common import run_lock
 from common.hardware import check_precision
+from common.safety import MB, free_bytes, tensor_bytes, write_failure
 from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
@@ -146,8 +147,14 @@ def finish_run(trainer: pl.Trainer, stage: str, name: str, record: dict) -> Path
                         "check --samples, --batch-size and --devices against the size of the training split")
     final = final_checkpoint(stage, name)
     if trainer.global_rank == 0:
-        with atomic_path(final) as tmp:
-            shutil.copyfile(source, tmp)
+        try:
+            with atomic_path(final) as tmp:
+                shutil.copyfile(source, tmp)
+        except OSError as err:
+            failure = write_failure(err, final, Path(source).stat().st_size)
+            if failure is None:
+                raise
+            raise failure from None
         memory = peak_memory(trainer.strategy.root_device)
         write_config(final.with_suffix(".config.json"), {**record, **memory}, trainer, source)
         score = callback.best_model_score if callback else None
@@ -195,6 +202,22 @@ def file_md5(path) -> str:
     return digest.hexdigest()
 
 
+CHECKPOINT_COPIES = 3  # ours: last.ckpt, the best one and the final <name>.ckpt live at once (plus one being written)
+ADAM_STATES = 2  # AdamW's moments: a checkpoint holds the weights and two tensors like them
+
+
+def check_space(final: Path, model: pl.LightningModule) -> None:
+    """A one-line error before training when the folder has less free space than the run's checkpoints need
+    (CHECKPOINT_COPIES of the weights with their optimiser state)."""
+    one = tensor_bytes(model.state_dict()) * (1 + ADAM_STATES)
+    need = CHECKPOINT_COPIES * one
+    free = free_bytes(final.parent)
+    if free < need:
+        raise UserError(f"no space left on {final.parent} ({free / MB:.0f} MB free; the run's checkpoints need about "
+                        f"{need / MB:.0f} MB, {one / MB:.0f} MB each)", "free some space, or set "
+                        f"{OUTPUT_ROOT_VARIABLE} to a folder with room")
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -211,6 +234,7 @@ def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamod
     checkpoint as `<name>.ckpt`. The record beside it holds `args` (the options: a rerun's --config) and `about`
     (what the run derived from them)."""
     version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)
+    check_space(final_checkpoint(stage, name), model)
     record = config_record({**vars(args), "name": name}, about)  # hashes the data file once
     trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version, callbacks=callbacks,
                             **(trainer_options or {}))

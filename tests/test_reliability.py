@@ -278,3 +278,44 @@ def test_a_second_run_of_a_name_that_is_running_exits_at_once(data_dir, tmp_path
     os.utime(lock, (stale, stale))  # its heartbeat stopped long ago
     simclr_train.main([*args, "--overwrite"])
     assert "from node-17, untouched for" in capsys.readouterr().out and not lock.exists()
+
+
+def test_a_full_disk_is_one_line_keeps_every_checkpoint_and_resume_continues(data_dir, tmp_path, monkeypatch,
+                                                                              capsys):
+    """torch's zip writer on a full disk raises RuntimeError "unexpected pos"; the run says so in one line, leaves
+    no partial file, keeps epoch 0's checkpoints, and --resume finishes once there is room. Too little free space
+    before a run starts is the same kind of line."""
+    monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(tmp_path))
+    args = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3", "--batch-size", "16",
+            "--backbone", "small_cnn", "--name", "full"]
+    real, saves = torch.save, []
+
+    def full_disk(obj, f, *more, **options):
+        saves.append(1)
+        if len(saves) > 2:  # epoch 0's last.ckpt and best checkpoint fit; the next save does not
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 15899648 vs 15899544")
+        return real(obj, f, *more, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", full_disk)
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(simclr_train.main, args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: no space left on"), lines
+    assert "MB free; the checkpoint needs about" in lines[0] and "--resume" in lines[0]
+    checkpoints = run_dir(tmp_path, "full") / "version_0/checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not (tmp_path / "pretrain/simclr/models/full.ckpt").exists()
+    simclr_train.main([*args, "--resume"])
+    assert torch.load(tmp_path / "pretrain/simclr/models/full.ckpt", weights_only=True)["epoch"] >= 1
+
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))  # 1 MB free
+    with pytest.raises(SystemExit):
+        run_cli(simclr_train.main, [*args, "--name", "no-room"])
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: no space left on") and "1 MB free; the run's checkpoints need about" in line
