@@ -24,16 +24,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import sys
+import threading
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from common.cli import POSITIVE_INT, SEED, data_parser, size_suffix
+from common.cli import POSITIVE, POSITIVE_INT, SEED, data_parser, size_suffix
 from common.data import MedMNISTDataModule, select_subset
 from common.evaluate import report
 from common.features import FeatureDataModule, extract_features, feature_device
@@ -49,7 +51,7 @@ from models.imagenet import IMAGENET, imagenet_encoder
 from models.names import RANDOM
 from models.pixels import PIXELS
 from scripts.benchmarking import quiet_lightning
-from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows
+from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows, write_table
 from utils import UserError, output_root, resolve_encoder, run_cli
 
 # the SimCLR paper's L-BFGS probe: on the SimCLR encoders of the README (5 label draws), test AUROC at 10 labels
@@ -108,7 +110,40 @@ def build_parser():
     parser.add_argument("--finetune-epochs", type=POSITIVE_INT, default=FINETUNE_EPOCHS,
                         help="epochs of each finetuning and baseline cell")
     parser.add_argument("--out", default=None, help="results folder (default outputs/label_efficiency/<dataset>)")
+    parser.add_argument("--cell-timeout", type=POSITIVE, default=None, metavar="SECONDS",
+                        help="stop a cell that runs longer: recorded in timed_out.csv, reported, and skipped by later "
+                             "runs unless --retry-timed-out (default: no limit)")
+    parser.add_argument("--retry-timed-out", action="store_true",
+                        help="run again the cells an earlier run stopped at --cell-timeout")
     return parser
+
+
+TIMED_OUT = "timed_out.csv"  # the cells --cell-timeout stopped, beside results.csv
+TIMED_OUT_COLUMNS = ("protocol", "encoder", "labels", "seed", "settings", "seconds")
+
+
+class CellTimeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise CellTimeout in the block after `seconds` of wall time (SIGALRM: the main thread of Unix processes; no
+    limit elsewhere). Torch checks for signals between operations, so a long cell stops within one of them."""
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CellTimeout(f"past --cell-timeout {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -335,15 +370,27 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out / "results.csv")
     done = {row_key(r) for r in rows}
-    todo = [cell for cell in cells if cell.key not in done]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {out / 'results.csv'}, {len(todo)} to run "
-          f"(each cell's output: {out / 'cells.log'})", flush=True)
-    runner, failed = Runner(args, data), []
+    timed_out = [] if args.retry_timed_out else read_rows(out / TIMED_OUT)
+    skipped = {row_key({**r, "settings": r.get("settings") or ""}) for r in timed_out}
+    todo = [cell for cell in cells if cell.key not in done and cell.key not in skipped]
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {out / 'results.csv'}"
+          + (f" or timed out before ({out / TIMED_OUT}; --retry-timed-out runs them)" if skipped & {c.key for c in cells}
+             else "") + f", {len(todo)} to run (each cell's output: {out / 'cells.log'})", flush=True)
+    runner, failed, stopped = Runner(args, data), [], []
     with open(out / "cells.log", "a") as log, quiet_lightning():
         for cell in tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not todo):
             try:
-                with redirect_stdout(log), redirect_stderr(log):
+                with redirect_stdout(log), redirect_stderr(log), time_limit(args.cell_timeout):
                     rows.append(runner.run(cell))
+            except CellTimeout as err:
+                stopped.append(cell.name(data.flag))
+                protocol, encoder, labels, seed, settings = cell.key
+                timed_out = [r for r in timed_out if row_key(r) != cell.key] + [
+                    {"protocol": protocol, "encoder": encoder, "labels": labels, "seed": seed, "settings": settings,
+                     "seconds": args.cell_timeout}]
+                write_table(out / TIMED_OUT, timed_out, TIMED_OUT_COLUMNS)
+                tqdm.write(f"note: cell {cell.name(data.flag)} stopped: {err}", file=sys.stderr)
+                continue
             except Exception as err:  # a failed cell is reported; the others go on, and a rerun retries it
                 failed.append(cell.name(data.flag))
                 reason = str(err).splitlines()[0] if str(err) else repr(err)
@@ -354,6 +401,10 @@ def main(argv=None):
     title = f"{data.flag}: label efficiency"
     summary, figure = write_reports(out, [r for r in rows if row_key(r) in wanted], [b.text for b in budgets], title)
     print(f"wrote {out / 'results.csv'}\nwrote {summary}\nwrote {figure}")
+    if stopped:
+        print(f"{len(stopped)} cells timed out ({', '.join(stopped[:3])}{', ...' if len(stopped) > 3 else ''}): "
+              f"listed in {out / TIMED_OUT}, left out of the tables; --retry-timed-out (with a larger --cell-timeout) "
+              "runs them")
     if failed:
         raise UserError(f"{len(failed)} of {len(todo)} cells failed ({', '.join(failed[:3])}"
                         f"{', ...' if len(failed) > 3 else ''})", "see the errors above; the same command retries them")

@@ -126,3 +126,32 @@ def test_a_bad_budget_is_a_one_line_error_before_anything_trains(labels, expecte
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err
     assert not (tmp_path / "results").exists() and sorted(out.rglob("*")) == before  # nothing trained or written
+
+
+def test_a_cell_past_its_timeout_is_recorded_skipped_by_reruns_and_retried_on_request(out, data_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    import time
+
+    argv = ["--dataset", "breastmnist", "--labels", "5", "--seeds", "0", "--protocols", "probe", "--references",
+            "pixels", "--data-dir", str(data_dir), "--out", str(tmp_path / "results")]
+    real_run = label_efficiency.Runner.run
+
+    def pixels_hang(self, cell):
+        if cell.encoder.tag == "pixels":
+            time.sleep(120)  # a cell that would run far past its limit
+        return real_run(self, cell)
+
+    monkeypatch.setattr(label_efficiency.Runner, "run", pixels_hang)
+    start = time.perf_counter()
+    label_efficiency.main([*argv, "--cell-timeout", "20"])  # the pretrained encoder's cell takes a few seconds
+    assert time.perf_counter() - start < 100
+    output = capsys.readouterr()
+    assert "cell le-breastmnist-probe-pixels" in output.err and "past --cell-timeout 20 s" in output.err
+    assert "1 cells timed out" in output.out
+    assert [r["encoder"] for r in read_rows(tmp_path / "results/results.csv")] == ["pretrain-breastmnist"]
+    assert [r["encoder"] for r in read_rows(tmp_path / "results/timed_out.csv")] == ["pixels"]
+    label_efficiency.main(argv)  # a rerun skips it
+    assert "or timed out before" in capsys.readouterr().out
+    monkeypatch.setattr(label_efficiency.Runner, "run", real_run)
+    label_efficiency.main([*argv, "--retry-timed-out"])
+    assert sorted(r["encoder"] for r in read_rows(tmp_path / "results/results.csv")) == ["pixels", "pretrain-breastmnist"]
