@@ -101,6 +101,20 @@ def check_label_values(path: Path, info: dict, split: str, labels: np.ndarray) -
                         f"rows)", f"the data set has {has}: fix the labels")
 
 
+def folder_splits(folder: Path, info: dict, mapped: bool) -> tuple[dict, dict]:
+    """(splits, mapped images) of a folder's cache (common/scans/cache.py): channel-first uint8 already, read into
+    memory or memory-mapped."""
+    splits, maps = {}, {}
+    for split in SPLITS:
+        labels = label_tensor(np.load(folder / f"{split}_labels.npy"), info)
+        if mapped:
+            maps[split] = MappedImages(folder / f"{split}_images.npy")
+            splits[split] = (maps[split].tensor, labels)
+        else:
+            splits[split] = (torch.from_numpy(np.load(folder / f"{split}_images.npy")), labels)
+    return splits, maps
+
+
 def label_tensor(labels: np.ndarray, info: dict) -> torch.Tensor:
     """int64 (N,) class indices, or float (N, L) for multi-label data sets."""
     if is_multilabel(info):
