@@ -21,7 +21,7 @@ from typing import Callable
 
 from common.flags import DEFAULT_DATA_DIR, check_size
 from common.scans.decode import FITS
-from common.sources import check_source_size, check_text, is_flag, resolve
+from common.sources import check_text, is_flag, resolve
 from common.hardware import ACCELERATORS, PRECISIONS, check_hardware
 from common.storage import IN_MEMORY_BYTES, STORAGES
 from models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem,
@@ -253,22 +253,10 @@ def resolve_data(args: argparse.Namespace):
         check_size(args.dataset, args.size)
     else:  # absolute in the record, as --data-dir
         args.dataset = str(Path(args.dataset).expanduser().resolve())
-        if not Path(args.dataset).is_file():
-            check_source_size(folder_dims_source(args.dataset), args.size)
     source = resolve(args.dataset, args.size, args.data_dir, args.labels_from, args.fit, args.window)
     if source.kind == "npz" and source.size != args.size:
         args.size = source.size  # the file's: an npz holds one size
     return source
-
-
-def folder_dims_source(text: str):
-    """A stand-in source with only the folder's dims (from the files' suffixes), to check --size before decoding."""
-    from types import SimpleNamespace
-
-    from common.scans.layout import read_layout
-
-    layout = read_layout(Path(text).expanduser(), "none")  # the labels are read once, when it is cached
-    return SimpleNamespace(dims=layout.dims, name=Path(text).name)
 
 
 def data_parser(description: str, labels_alias: bool = True) -> Parser:

@@ -124,11 +124,16 @@ def known_dims(text: str) -> int:
     return 3 if text in FLAGS_3D else 2
 
 
-def check_source_size(source: DataSource, size: int) -> None:
-    sizes, unit = (SIZES_3D, " voxels per side") if source.dims == 3 else (SIZES, " px")
+def check_folder_size(path: Path, size: int) -> None:
+    """A UserError unless a folder of images (volumes) may be cached at `size`; read from the files' suffixes, before
+    anything is decoded (an empty folder's error first)."""
+    from common.scans.layout import read_layout
+
+    dims = read_layout(path, "none").dims  # the labels are read once, when it is cached
+    sizes, unit = (SIZES_3D, " voxels per side") if dims == 3 else (SIZES, " px")
     if size not in sizes:
-        raise UserError(f"unsupported size {size} for {source.name}",
-                        f"{'volumes' if source.dims == 3 else 'images'} are cached at {', '.join(map(str, sizes))}{unit}")
+        raise UserError(f"unsupported size {size} for {path.name}",
+                        f"{'volumes' if dims == 3 else 'images'} are cached at {', '.join(map(str, sizes))}{unit}")
 
 
 def npz_source(text: str, path: Path) -> DataSource:
@@ -175,11 +180,10 @@ def folder_source(text: str, path: Path, size: int, labels: str | None, fit: str
         labels = str(Path(labels).expanduser().resolve())
     low_high = tuple(float(v) for v in window.split(",")) if window else None
     options = FolderOptions(size, fit, low_high, labels)
+    check_folder_size(path, size)
     folder, info, digest = open_folder(path, options)
-    source = DataSource(text, "folder", path.name, info, info["dims"], folder, size, digest,
-                        {"labels": labels, "fit": fit, "window": window})
-    check_source_size(source, size)
-    return source
+    return DataSource(text, "folder", path.name, info, info["dims"], folder, size, digest,
+                      {"labels": labels, "fit": fit, "window": window})
 
 
 def describe(source: DataSource) -> str:
