@@ -3,6 +3,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -138,6 +139,32 @@ def test_probe_test_reports_the_references_trained_once_then_cached(out, data_di
     lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])  # read from the cache
     again = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
     assert again["references"] == result["references"]
+
+
+def test_a_replaced_npz_drops_its_cached_references(out, data_dir, tmp_path, capsys):
+    import numpy as np
+    own = tmp_path / "data"
+    own.mkdir()
+    (own / "breastmnist.npz").write_bytes((data_dir / "breastmnist.npz").read_bytes())
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(own), "--epochs", "1", "--samples-per-class", "4",
+                   "--encoder", "pretrain-breastmnist", "--name", "probe-replaced-npz"])
+    lr_test.main(["--checkpoint", "probe-replaced-npz", "--data-dir", str(own)])
+    cache = models_dir("logistic_regression") / "references" / "breastmnist.json"
+    before = json.loads(cache.read_text())
+    mine = {k: v for k, v in before.items() if v["data_file"] == str((own / "breastmnist.npz").resolve())}
+    assert len(mine) == 3 and all(Path(v["checkpoint"]).is_file() for v in mine.values())
+    with np.load(own / "breastmnist.npz") as arrays:  # the same flag and path, other images
+        replaced = {key: (255 - arrays[key]) if key.endswith("_images") else arrays[key] for key in arrays.files}
+    np.savez(own / "breastmnist.npz", **replaced)
+    capsys.readouterr()
+    lr_test.main(["--checkpoint", "probe-replaced-npz", "--data-dir", str(own)])
+    printed = capsys.readouterr().out
+    assert "note: dropped 3 cached reference result(s)" in printed and "has changed" in printed
+    after = json.loads(cache.read_text())
+    assert not set(mine) & set(after)  # the old entries are gone, their checkpoints deleted
+    assert not any(Path(v["checkpoint"]).exists() for v in mine.values())
+    assert {k: v for k, v in after.items() if k in before} == {k: v for k, v in before.items() if k not in mine}
+    assert sum(v["data_file"] == str((own / "breastmnist.npz").resolve()) for v in after.values()) == 3  # recomputed
 
 
 def test_lbfgs_probe_on_raw_pixels_is_one_epoch_and_tests_with_its_reference(output_root, data_dir, capsys):

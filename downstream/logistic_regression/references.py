@@ -5,7 +5,9 @@ a probe's AUROC says nothing about what pretraining bought.
 
 Each reference is trained once per data file (its md5), data set and settings (as a checkpoint of this stage,
 named reference-<dataset>-<encoder>-<digest of the settings>) and its test metrics are cached in
-models/references/<dataset>.json; later tests of any head with those settings read them from there.
+models/references/<dataset>.json; later tests of any head with those settings read them from there. When the data
+file under a cached entry has changed (another md5 at the same path: a replaced npz, a rebuilt folder cache), its
+entries and their checkpoints are dropped, with a one-line note.
 """
 from __future__ import annotations
 
@@ -60,9 +62,11 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
     options: backbone, stem, resize) and the strongest untrained features (with "chosen": what was chosen on val),
     each probed with the head's `options` (train.py's, from its config); trained on the first call for these
     settings and this data file (their output appended to `log`), read from the cache after."""
-    settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data.about()["data_file"])}
+    data_file = str(Path(data.about()["data_file"]).resolve())
+    settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data_file)}
     cache = cache_file(data.flag)
-    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    cached = drop_stale(json.loads(cache.read_text()) if cache.is_file() else {}, data_file, settings["data_md5"],
+                        cache)
     untrained = untrained_networks(network, data)
     rows = ((f"random-{network_tag(network)}", lambda: (["--encoder", probe.RANDOM, *network_argv(network),
                                                          "--features", LAST], None)),
@@ -85,10 +89,31 @@ def references(options: dict, data: MedMNISTDataModule, network: dict, args, log
                 final = probe.train_probe(train_args, subset, encoder, path, features)
                 metrics = probe.test_probe(final, subset, features, args)
             cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final),
-                           **({"chosen": chosen} if chosen else {})}
+                           "data_file": data_file, **({"chosen": chosen} if chosen else {})}
             atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
         results[tag] = cached[key]
     return results
+
+
+def drop_stale(cached: dict, data_file: str, md5: str, cache: Path) -> dict:
+    """`cached` without the entries computed on an earlier version of `data_file` (same path, another md5), whose
+    checkpoints are deleted; the cache file is rewritten and a note printed when any was dropped. Entries of other
+    files (another folder of the same name) stay."""
+    stale = {key: entry for key, entry in cached.items()
+             if entry.get("data_file") == data_file and json.loads(key).get("data_md5") != md5}
+    if not stale:
+        return cached
+    for entry in stale.values():
+        checkpoint = Path(entry["checkpoint"])
+        if checkpoint.name.startswith("reference-") and checkpoint.parent == models_dir("logistic_regression"):
+            checkpoint.unlink(missing_ok=True)
+            checkpoint.with_suffix(".config.json").unlink(missing_ok=True)
+    kept = {key: entry for key, entry in cached.items() if key not in stale}
+    atomic_write_text(cache, json.dumps(kept, indent=2) + "\n")
+    old = sorted({json.loads(key).get("data_md5", "?")[:8] for key in stale})
+    print(f"note: dropped {len(stale)} cached reference result(s): {data_file} has changed since they were computed "
+          f"(md5 {', '.join(old)}, now {md5[:8]}); computing them again")
+    return kept
 
 
 def strongest_argv(untrained: list[dict], settings: dict, data: MedMNISTDataModule, args) -> tuple[list[str], dict]:
