@@ -183,6 +183,24 @@ def test_lbfgs_probe_on_raw_pixels_is_one_epoch_and_tests_with_its_reference(out
     assert exit_info.value.code == 2 and "--encoder random or imagenet only" in capsys.readouterr().err
 
 
+def test_the_pixel_reference_on_large_inputs_is_read_average_pooled_with_a_note(output_root, data_dir, capsys,
+                                                                                monkeypatch):
+    from models import pixels
+    volume = torch.arange(2 * 64 ** 3, dtype=torch.float32).reshape(2, 1, 64, 64, 64)
+    reader = pixels.RawPixels(1, 64, dims=3)  # 262,144 voxels: over the cap, read at 32^3
+    blocks = volume.reshape(2, 1, 32, 2, 32, 2, 32, 2).mean(dim=(3, 5, 7)).flatten(1)
+    assert reader.pool == 2 and reader.feature_dim == 32 ** 3 and torch.allclose(reader(volume), blocks)
+    assert pixels.RawPixels(1, 28, dims=3).pool == 1 and pixels.RawPixels(3, 28).pool == 1  # MedMNIST's read whole
+    monkeypatch.setattr(pixels, "MAX_FEATURES", 200)  # 28 x 28 = 784 values: pooled 2x to 14 x 14 = 196
+    lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--encoder", "pixels", "--solver", "lbfgs",
+                   "--name", "pooled-pixels"])
+    assert "the pixel reference reads the raw pixels average-pooled 2x to 14x14 (196 values" in capsys.readouterr().out
+    head = models_dir("logistic_regression") / "pooled-pixels.ckpt"
+    assert torch.load(head, weights_only=True)["state_dict"]["head.weight"].shape == (2, 196)
+    lr_test.main(["--checkpoint", "pooled-pixels", "--data-dir", str(data_dir)])  # rebuilt the same way
+    assert json.loads(head.with_name("pooled-pixels.test.json").read_text())["auroc"] > 0
+
+
 def test_logistic_regression_leaves_encoder_untouched(data_dir):
     encoder = build_backbone().train()  # train mode on purpose: extraction must switch it to eval
     before = copy.deepcopy(encoder.state_dict())

@@ -9,6 +9,7 @@ import torch
 from common import linear_probe
 from common.cli import new_network, size_suffix, subset_suffix
 from common.data import MedMNISTDataModule
+from common.sources import describe
 from common.evaluate import run_test
 from common.features import FeatureDataModule
 from common.trainer import check_output, file_md5, fit_and_save
@@ -22,6 +23,7 @@ from models.stages import read_features
 from utils import UserError, resolve_encoder, seed_everything
 
 REFERENCES = (RANDOM, PIXELS, IMAGENET)  # --encoder values that name no checkpoint of ours
+_POOLED_NOTED: set[str] = set()  # the data sets whose pooled pixel reference has been noted in this process
 
 
 def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, backbone: str | None = None,
@@ -30,7 +32,12 @@ def frozen_encoder(reference: str, data: MedMNISTDataModule, seed: int = 0, back
     reference's name)."""
     network_given = backbone is not None or stem is not None or resize is not None or patch_topk is not None
     if reference == PIXELS and not network_given:
-        return RawPixels(data.num_channels, data.size, data.dims), PIXELS
+        pixels = RawPixels(data.num_channels, data.size, data.dims)
+        if pixels.pool > 1 and data.flag not in _POOLED_NOTED:  # once per data set and process
+            _POOLED_NOTED.add(data.flag)
+            print(f"note: {describe(data.source)} has {data.num_channels * data.size ** data.dims:,} values per "
+                  f"image; the pixel reference reads {pixels.describe()}")
+        return pixels, PIXELS
     if reference == RANDOM:
         options = new_network(backbone, stem, data.num_channels, data.size, resize, data.dims, patch_topk)
         torch.manual_seed(seed)
