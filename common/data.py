@@ -279,6 +279,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
         self.mapped: dict = {}  # split -> common.cache.MappedImages, with the memory-mapped storage
         self.transfer_device: torch.device | None = None  # where batches are copied to, when the data stay on the host
         self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # pretraining's images with --extra-unlabelled
+        self.monitor: MedMNISTDataModule | None = None  # --monitor-dataset: its splits serve pretraining's kNN monitor
 
     # -- metadata ---------------------------------------------------------------------------
     @property

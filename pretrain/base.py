@@ -195,8 +195,9 @@ class PretrainModule(MethodHparams, pl.LightningModule):
         """val/knn_acc, val/knn_auroc: a weighted kNN classifier (common.knn) on the encoder's features of the
         unaugmented training images (the bank, with their labels) and validation images (the queries), read at
         --features (models.stages). Runs at each validation (every --monitor-every epochs); labels serve this
-        monitor only."""
+        monitor only; --monitor-dataset's splits when given (data.monitor)."""
         data = self.trainer.datamodule
+        data = getattr(data, "monitor", None) or data
         if not getattr(data, "splits", None) or not data.num_classes:  # an unlabelled folder: no monitor
             return {}
         monitored = read_features(self.encoder, self.hparams.get("features") or LAST)  # not a submodule: no new keys

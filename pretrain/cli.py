@@ -46,6 +46,10 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
                         help="more training images for pretraining only (MedMNIST flags, folders or npz files, at "
                              "--size; their labels unused): --dataset's splits still serve the monitor, validation "
                              "and every later stage; colour and grey converted to --dataset's channels")
+    parser.add_argument("--monitor-dataset", type=dataset_flag, default=None, metavar="DATASET",
+                        help="a labelled data set (flag, folder or npz, at --size) whose train and val splits serve "
+                             "the kNN monitor instead of --dataset's: a monitor, and checkpoint selection by it, for "
+                             "pretraining on unlabelled scans; colour and grey converted to --dataset's channels")
     parser.add_argument("--features", type=feature_option, default=None,
                         help=FEATURES_HELP + "; what the kNN monitor reads, recorded in the checkpoint so that the "
                              f"probe and the label-efficiency command read the same by default (default {LAST})")

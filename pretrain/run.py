@@ -47,9 +47,11 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
     data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
                               seed=args.seed, drop_last=True, storage=args.data_storage).load()
     extra = pool_extra(data, args) if getattr(args, "extra_unlabelled", None) else []
-    if data.unlabelled and args.select_by == "knn":
+    monitored = monitor_data(data, args) if getattr(args, "monitor_dataset", None) else None
+    if data.unlabelled and monitored is None and args.select_by == "knn":
         print(f"note: {data.flag} has no labels, so no kNN monitor: the best checkpoint is chosen by "
-              f"{method.OWN_MONITOR[0] if method.OWN_MONITOR else 'the last epoch'} (--select-by contrastive)")
+              f"{method.OWN_MONITOR[0] if method.OWN_MONITOR else 'the last epoch'} (--select-by contrastive; "
+              f"--monitor-dataset names a labelled set for the monitor)")
         args.select_by = "contrastive"
     n_train = data.num_train()
     if args.batch_size is not None and args.batch_size > n_train:
@@ -73,7 +75,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
     args.init = str(init) if init else None  # the file it was, should the name later mean another
     sync_batchnorm = checked_sync_batchnorm(method, args)  # the method's default on this machine's devices
     about = {"method": method.NAME, **data.about(), "network": model.encoder.backbone_options,
-             "sync_batchnorm": sync_batchnorm, **({"extra_unlabelled": extra} if extra else {})}
+             "sync_batchnorm": sync_batchnorm, **({"extra_unlabelled": extra} if extra else {}),
+             **({"monitor_dataset": monitored} if monitored else {})}
     monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
     options = {"sync_batchnorm": sync_batchnorm}
     if getattr(args, "time_budget", None) is not None:
@@ -84,34 +87,66 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
                         callbacks=callbacks, trainer_options=options)
 
 
+def other_source(text: str, option: str, data: MedMNISTDataModule, args, labels: str | None = "none"):
+    """(data module, record) of another source beside --dataset (`option` names it in messages): of the same kind
+    and size as `data`; its record has its md5 (a folder: its manifest digest)."""
+    from common.sources import resolve
+    from common.trainer import file_md5
+
+    source = resolve(text, data.size, args.data_dir, labels, args.fit, args.window)
+    if source.dims != data.dims or source.size != data.size:
+        kind = {2: "images", 3: "volumes"}
+        raise UserError(f"{option} {text} holds {kind[source.dims]} of {source.size} per side but "
+                        f"{data.flag} holds {kind[data.dims]} of {data.size}",
+                        "give a source of the same kind, at the same --size")
+    other = MedMNISTDataModule(text, data.size, args.data_dir, storage=args.data_storage).load()
+    md5 = source.digest if source.kind == "folder" else file_md5(source.path)
+    return other, {**source.record(), "md5": md5}
+
+
+def as_channels(images: torch.Tensor, channels: int, what: str | None = None) -> torch.Tensor:
+    """uint8 images with `channels` channels: colour -> grey by luminance (as the encoders' grey stems read it),
+    grey -> colour repeated, with a note naming `what` was converted (none without it); unchanged when they
+    already match."""
+    from models.stem import LUMA
+
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        weights = torch.tensor(LUMA).view(1, 3, *[1] * (images.ndim - 2))
+        converted = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    else:
+        converted = images.expand(-1, channels, *images.shape[2:]).contiguous()
+    if what:
+        print(f"note: {what}: {images.shape[1]}-channel images converted to {channels} "
+              f"({'luminance' if channels == 1 else 'grey repeated'})")
+    return converted
+
+
+def monitor_data(data: MedMNISTDataModule, args) -> dict:
+    """--monitor-dataset: its train (the bank) and val (the queries) splits serve the kNN monitor of pretraining
+    on `data` (data.monitor); returns what the record says of it."""
+    other, record = other_source(args.monitor_dataset, "--monitor-dataset", data, args, labels=None)
+    other.require_labels("--monitor-dataset (the kNN monitor)")
+    what = f"--monitor-dataset {other.flag}"
+    data.monitor = other
+    for split in ("train", "val"):
+        images, labels = other.splits[split]
+        other.splits[split] = as_channels(images, data.num_channels, what if split == "train" else None), labels
+    print(f"the kNN monitor reads {other.flag}: {len(other.splits['train'][0])} training images as its bank, "
+          f"{len(other.splits['val'][0])} validation images as its queries")
+    return {**record, "classes": other.num_classes}
+
+
 def pool_extra(data: MedMNISTDataModule, args) -> list[dict]:
     """--extra-unlabelled: the training images of each source added to `data`'s for pretraining (grey and colour
     converted to `data`'s channels, a note saying so); returns what the record says of each source."""
-    from common.sources import resolve
-    from common.trainer import file_md5
-    from models.stem import LUMA
-
     extras, records = [], []
     for text in args.extra_unlabelled:
-        source = resolve(text, data.size, args.data_dir, "none", args.fit, args.window)
-        if source.dims != data.dims or source.size != data.size:
-            kind = {2: "images", 3: "volumes"}
-            raise UserError(f"--extra-unlabelled {text} holds {kind[source.dims]} of {source.size} per side but "
-                            f"{data.flag} holds {kind[data.dims]} of {data.size}",
-                            "pool sources of the same kind, at the same --size")
-        other = MedMNISTDataModule(text, data.size, args.data_dir, storage=args.data_storage).load()
-        images = other.splits["train"][0]
-        if images.shape[1] != data.num_channels:
-            if data.num_channels == 1:  # colour -> grey: the luminance, as the encoders' grey stems read it
-                weights = torch.tensor(LUMA).view(1, 3, *[1] * (images.ndim - 2))
-                images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-            else:
-                images = images.expand(-1, data.num_channels, *images.shape[2:])
-            print(f"note: --extra-unlabelled {other.flag}: {other.num_channels}-channel images converted to "
-                  f"{data.num_channels} ({'luminance' if data.num_channels == 1 else 'grey repeated'})")
+        other, record = other_source(text, "--extra-unlabelled", data, args)
+        images = as_channels(other.splits["train"][0], data.num_channels, f"--extra-unlabelled {other.flag}")
         extras.append(images.contiguous())
-        md5 = source.digest if source.kind == "folder" else file_md5(source.path)
-        records.append({**source.record(), "md5": md5, "train_images": len(images)})
+        records.append({**record, "train_images": len(images)})
     data.pool(extras)
     print(f"pretraining on {data.num_train()} images: {len(data.splits['train'][0])} of {data.flag} and "
           + ", ".join(f"{r['train_images']} of {r['name']}" for r in records))
@@ -197,7 +232,8 @@ class CalibrationSteps:
 
         self.module.eval()
         val_step_s, val_warmup = timed_steps(val_step, self.device, warmup=1, steps=1)
-        (train_images, _), (val_images, _) = self.data.splits["train"], self.data.splits["val"]
+        monitored = self.data.monitor or self.data  # --monitor-dataset's images, when given
+        (train_images, _), (val_images, _) = monitored.splits["train"], monitored.splits["val"]
         sample = train_images[:FEATURE_SAMPLE]
         encode_s, encode_warmup = timed_steps(lambda: extract_features(self.module.encoder, sample, self.device),
                                               self.device, warmup=1, steps=1)

@@ -140,7 +140,7 @@ def test_class_folders_splits_and_csv_multilabel(tmp_path, output_root):
     assert sum(multi.info["n_samples"].values()) == 24
 
 
-def test_unlabelled_folder_pretrains_and_the_probe_asks_for_labels(tmp_path, output_root, capsys):
+def test_unlabelled_folder_pretrains_and_the_probe_asks_for_labels(tmp_path, output_root, data_dir, capsys):
     root = tmp_path / "unlabelled"
     for i, (_, image) in enumerate(scans.class_images(20, (28, 28), 0)):
         root.mkdir(exist_ok=True)
@@ -153,6 +153,24 @@ def test_unlabelled_folder_pretrains_and_the_probe_asks_for_labels(tmp_path, out
         run_cli(lr_train.main, ["--dataset", str(root), "--encoder", "pretrain-unlabelled"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "needs labels" in err[0]
+    # a labelled set serves the kNN monitor (and so checkpoint selection) of pretraining on the unlabelled folder
+    simclr_train.main(["--dataset", str(root), "--monitor-dataset", "retinamnist", "--data-dir", str(data_dir),
+                       "--epochs", "2", "--batch-size", "8", "--name", "monitored"])
+    printed = capsys.readouterr().out
+    assert "no kNN monitor" not in printed and "converted to 1 (luminance)" in printed
+    folder = output_root / "pretrain/simclr/models"
+    config = json.loads((folder / "monitored.config.json").read_text())
+    assert config["monitor_dataset"]["name"] == "retinamnist" and config["monitor_dataset"]["md5"]
+    aurocs = scalar_values(folder / "tb_logs" / "monitored", "val/knn_auroc")
+    assert aurocs and all(0 <= a <= 1 for a in aurocs)
+    assert list((folder / "tb_logs" / "monitored").rglob("*val_knn_auroc=*.ckpt"))  # selected by the monitor
+    for monitor, message in ((str(root), "needs labels"), ("organmnist3d", "holds volumes")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(simclr_train.main, ["--dataset", str(root), "--monitor-dataset", monitor, "--data-dir",
+                                        str(data_dir), "--epochs", "1", "--name", "refused"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not list(folder.glob("refused*"))
 
 
 def test_pooled_pretraining_and_encoders_across_grey_and_colour(tmp_path, output_root, data_dir, capsys):
