@@ -39,11 +39,12 @@ import torch
 
 from scripts import benchmarking as bench
 from common.sequences import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
-from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, new_network
+from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, dataset_flag, new_network, resolve_data
 from common.cache import images_nbytes
 from common.data import MedMNISTDataModule
 from common.flags import DEFAULT_DATA_DIR, SIZES, dataset_info, npz_path, spatial_dims
 from common.storage import STORAGES
+from common.sources import is_flag, known_dims
 from common.synthetic import write_synthetic
 from common.hardware import check_precision
 from common.trainer import peak_rss_mb
@@ -63,7 +64,9 @@ BUSY_LOAD = 0.75  # 1-minute load average per usable CPU above which the timings
 
 def build_parser():
     parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST flag (2D, or 3D: adrenalmnist3d, ...)")
+    parser.add_argument("--dataset", default="pneumoniamnist", type=dataset_flag,
+                        help="MedMNIST flag (2D, or 3D: adrenalmnist3d, ...), or a folder of your scans or an npz "
+                             "file (read as the stages read them: README 'Your own data'; never synthetic)")
     parser.add_argument("--size", type=int, default=28, choices=SIZES, help="image size (3D: 28 or 64 voxels per side)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with the MedMNIST npz files")
     parser.add_argument("--synthetic", action="store_true",
@@ -107,7 +110,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.large_set:
         args.skip = sorted(set(args.skip) | set(LARGE_SET_SKIPS))
         args.data_storage = "mmap" if args.data_storage == "auto" else args.data_storage  # memory: for comparison
-    dims = spatial_dims(args.dataset)
+    if is_flag(args.dataset):
+        dims = spatial_dims(args.dataset)
+    else:  # a folder (decoded into its cache once, as the stages do) or an npz: the real data, never a stand-in
+        args.labels_from, args.fit, args.window = None, "pad", None
+        dims = resolve_data(args).dims
     network = new_network(args.backbone, args.stem, 1, args.size, dims=dims)  # its checks: a 2D network on volumes, ...
     args.backbone, args.stem = network["backbone"], network["stem"]
     args.aug = checked_augmentation(args.aug, args.dataset)  # the default sequence for images or volumes
@@ -126,6 +133,14 @@ def resolve_device(args) -> tuple[str, torch.device]:
 def load_data(args, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
     """The dataset, or a synthetic stand-in of its real split sizes when asked or when the file is missing, or
     (--large-set) a generated set of the size asked for, decoded into its memory-mapped cache."""
+    if not is_flag(args.dataset):
+        if args.synthetic or args.large_set:
+            raise UserError(f"--synthetic and --large-set stand in for a MedMNIST flag, not for {args.dataset}",
+                            "leave them out to time your own data")
+        data = MedMNISTDataModule(args.dataset, args.size, batch_size=args.batch_size, seed=args.seed,
+                                  drop_last=True, download=False, storage=args.data_storage).load()
+        check_batch(args, data)
+        return data, False
     info = dataset_info(args.dataset)
     path = npz_path(args.dataset, args.size, Path(args.data_dir).expanduser())
     synthetic = args.synthetic or args.large_set or not path.is_file()
@@ -143,10 +158,14 @@ def load_data(args, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
     if args.large_set:
         results["large_set"]["load_seconds"] = time.perf_counter() - start
         results["large_set"]["peak_rss_after_load_mb"] = peak_rss_mb()
+    check_batch(args, data)
+    return data, synthetic
+
+
+def check_batch(args, data: MedMNISTDataModule) -> None:
     if args.batch_size > data.num_train():
         raise UserError(f"--batch-size {args.batch_size} is larger than the {data.num_train()} training images",
                         f"use --batch-size {data.num_train()} or less")
-    return data, synthetic
 
 
 def large_set(args, folder: Path, results: dict) -> Path:
@@ -165,7 +184,7 @@ def large_set(args, folder: Path, results: dict) -> Path:
 
 def fresh_copy(data: MedMNISTDataModule, **changes) -> MedMNISTDataModule:
     """Another DataModule on the same in-memory (CPU) splits: Trainer.setup moves a module's splits to CUDA."""
-    copy = MedMNISTDataModule(data.flag, data.size, data.path.parent, batch_size=data.batch_size, seed=data.seed,
+    copy = MedMNISTDataModule(data.dataset, data.size, data.path.parent, batch_size=data.batch_size, seed=data.seed,
                               drop_last=data.drop_last, download=False, storage=data.storage, **changes)
     copy.splits, copy.mapped = dict(data.splits), dict(data.mapped)
     return copy
@@ -331,7 +350,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
 def format_table(results: dict) -> str:
     s, m = results["settings"], results["machine"]
     network = s["backbone"] + (f" ({s['stem']} stem)" if s["stem"] else "")
-    size = f"{s['size']}^3 voxels" if spatial_dims(s["dataset"]) == 3 else f"{s['size']}px"
+    size = f"{s['size']}^3 voxels" if known_dims(s["dataset"]) == 3 else f"{s['size']}px"
     title = (f"{s['method']} benchmark: {s['dataset']} {size}{' (SYNTHETIC data)' if s['synthetic'] else ''}, "
              f"batch {s['batch_size']} ({s['views_per_step']} views), {network}, aug {s['aug']}, {s['precision']}, "
              f"{'channels-last' if s['channels_last'] else 'contiguous'}{', compiled' if s['compile'] else ''}, "

@@ -71,6 +71,18 @@ def test_skip_leaves_sections_out(data_dir, capsys):
     assert "5 memory" in capsys.readouterr().out
 
 
+def test_a_folder_of_scans_is_benchmarked_as_the_stages_read_it(tmp_path, output_root, capsys):
+    import scans
+    folder = scans.png_class_folders(tmp_path / "pngs", n=24)
+    results = benchmark.main(["--dataset", str(folder), "--batch-size", "4", "--steps", "1", "--warmup", "0",
+                              "--skip", "compute", "pretrain", "monitor", "memory", "--lr-epochs", "1"])
+    printed = capsys.readouterr().out
+    assert "cached 24 images" in printed and "SYNTHETIC" not in printed and not results["settings"]["synthetic"]
+    assert 0 <= results["logreg"]["test_acc"] <= 1 and results["loader"]["images_per_s"] > 0
+    with pytest.raises(UserError, match="stand in for a MedMNIST flag"):
+        benchmark.main(["--dataset", str(folder), "--synthetic", "--skip", *benchmark.SECTIONS])
+
+
 def test_synthetic_data_has_the_real_split_sizes(tmp_path):
     path = write_synthetic(tmp_path, "breastmnist", 28)
     data = MedMNISTDataModule("breastmnist", 28, path.parent, download=False).load()
