@@ -55,8 +55,10 @@ def tiff16_folder(root: Path, n: int = 24, seed: int = 2) -> Path:
     return root
 
 
-def write_dicom(path: Path, pixels: np.ndarray, monochrome1: bool = False) -> None:
-    """A minimal single-frame CT-like DICOM file: uint16 pixels, rescale slope 1, intercept -1024."""
+def write_dicom(path: Path, pixels: np.ndarray, monochrome1: bool = False, series: str | None = None,
+                z: float | None = None, instance: int | None = None) -> None:
+    """A minimal single-frame CT-like DICOM file: uint16 pixels, rescale slope 1, intercept -1024; a slice of a
+    series (`series` its SeriesInstanceUID, `z` its position along an axial normal) when given."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -73,7 +75,25 @@ def write_dicom(path: Path, pixels: np.ndarray, monochrome1: bool = False) -> No
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if series is not None:
+        ds.SeriesInstanceUID, ds.InstanceNumber = series, instance or 1
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
     ds.save_as(path, enforce_file_format=True)
+
+
+def dicom_series_folder(root: Path, n: int = 24, seed: int = 5, slices: int = 12) -> Path:
+    """root/<class>/patient<i>/<slice>.dcm: one CT-like series per volume, 20x20 slices written in shuffled order
+    (their file names say nothing of their position)."""
+    from pydicom.uid import generate_uid
+
+    generator = np.random.default_rng(seed)
+    for i, (label, volume) in enumerate(class_images(n, (slices, 20, 20), seed, high=4000)):
+        folder = root / label / f"patient{i:03d}"
+        folder.mkdir(parents=True)
+        uid = generate_uid()
+        for rank, k in enumerate(generator.permutation(slices)):
+            write_dicom(folder / f"{rank:03d}.dcm", volume[k], series=uid, z=2.5 * k, instance=slices - k)
+    return root
 
 
 def dicom_folder(root: Path, n: int = 24, seed: int = 3) -> Path:

@@ -35,6 +35,7 @@ FOLDERS = {  # kind -> (writer, extra options, backbone)
     "16-bit tiff": (lambda root: scans.tiff16_folder(root), [], "small_cnn"),
     "dicom": (lambda root: scans.dicom_folder(root), ["--window=-1024,3000"], "small_cnn"),
     "nifti volumes": (lambda root: scans.nifti_folder(root), [], "small_cnn_3d"),
+    "dicom series": (lambda root: scans.dicom_series_folder(root), ["--window=-1024,3000"], "small_cnn_3d"),
 }
 
 
@@ -121,6 +122,30 @@ def test_decoding_rules(tmp_path):
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(tmp_path / "v.nii.gz"))
     cube = decode(tmp_path / "v.nii.gz", 14, "pad")
     assert cube.shape == (14, 14, 14) and (cube[:, 1:13, 10:12] == 255).all() and (cube[..., :10] == 0).all()
+
+
+def test_a_dicom_series_is_one_volume_its_slices_in_patient_order(tmp_path, output_root):
+    from common.scans.decode import read_dicom_series
+    from common.scans.layout import read_layout
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "ct"
+    uid = generate_uid()
+    for rank, k in enumerate((2, 0, 3, 1)):  # file names in another order than the slices' positions
+        (root / "p1").mkdir(parents=True, exist_ok=True)
+        scans.write_dicom(root / "p1" / f"{rank}.dcm", np.full((8, 8), 1000 * k + 1024), series=uid, z=-5.0 * k)
+    volume = read_dicom_series(root / "p1")  # HU after the intercept; z decreasing with k: the last slice first
+    assert volume.shape == (4, 8, 8) and [v[0, 0] for v in volume] == [3000, 2000, 1000, 0]
+    scans.write_dicom(root / "x1.dcm", np.zeros((8, 8)))  # radiographs beside it: 2D images
+    scans.write_dicom(root / "x2.dcm", np.zeros((8, 8)))
+    scans.write_dicom(root / "x3.dcm", np.zeros((8, 8)))
+    with pytest.raises(Exception, match="mixes 3 2D images and 1 3D volumes"):
+        read_layout(root, "none")
+    for name in ("x1", "x2", "x3"):
+        (root / f"{name}.dcm").unlink()
+    scans.write_dicom(root / "p1" / "9.dcm", np.zeros((8, 8)), series=generate_uid(), z=9.0)  # another series
+    with pytest.raises(Exception, match="mixes 2 DICOM series"):
+        read_dicom_series(root / "p1")
 
 
 def test_class_folders_splits_and_csv_multilabel(tmp_path, output_root):

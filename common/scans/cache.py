@@ -62,9 +62,17 @@ def cache_folder(root: Path, options: FolderOptions) -> Path:
 
 
 def stamps(root: Path, files: list[str]) -> list[list]:
+    """[name, bytes, modification time] of each scan; a DICOM series (a folder): its slices' total bytes, newest
+    time and count."""
     out = []
     for name in files:
-        stat = (root / name).stat()
+        path = root / name
+        if name.endswith("/"):
+            slices = [p.stat() for p in path.iterdir() if p.is_file()]
+            out.append([name, sum(s.st_size for s in slices), max((s.st_mtime_ns for s in slices), default=0),
+                        len(slices)])
+            continue
+        stat = path.stat()
         out.append([name, stat.st_size, stat.st_mtime_ns])
     return out
 

@@ -14,6 +14,11 @@ The rules (README "Your own data"), in the order they apply:
 - Channels. Grey stays grey, RGB(A)/palette images become RGB (alpha dropped), grey+alpha grey; what a folder of
   mixed grey and colour files becomes is the cache's rule (common/scans/cache.py).
 - NIfTI axes: the array nibabel returns, (x, y, z), is stored as (z, y, x): depth first, as MedMNIST's volumes.
+- A DICOM series (a folder whose slices share one SeriesInstanceUID: common/scans/layout.py) is one volume: its
+  slices ordered along the slice normal (ImagePositionPatient projected on the cross product of
+  ImageOrientationPatient's row and column directions; InstanceNumber where those are missing), stacked depth first,
+  then windowed and resized as a NIfTI volume. Voxel spacing is not resampled (as for NIfTI): the volume's voxel
+  counts are made a cube by --fit.
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ def suffix(path: Path) -> str:
 
 
 def is_volume(path: Path) -> bool:
-    return suffix(path) in VOLUME_SUFFIXES
+    """A NIfTI file, or a folder (a DICOM series: layout.py names a series by its folder)."""
+    return suffix(path) in VOLUME_SUFFIXES or path.is_dir()
 
 
 def is_scan(path: Path) -> bool:
@@ -47,6 +53,8 @@ def is_scan(path: Path) -> bool:
 def decode(path: Path, size: int, fit: str = "pad", window: tuple[float, float] | None = None) -> np.ndarray:
     """The file at `path` as uint8 at `size` (per side); DecodeError when it cannot be read."""
     try:
+        if path.is_dir():
+            return resize_volume(to_uint8(read_dicom_series(path), window), size, fit)
         if is_volume(path):
             return resize_volume(to_uint8(read_nifti(path), window), size, fit)
         array, native_8bit = read_dicom(path) if suffix(path) == ".dcm" else read_image(path)
@@ -76,11 +84,12 @@ def read_image(path: Path) -> tuple[np.ndarray, bool]:
     return array.astype(np.float32), False
 
 
-def read_dicom(path: Path) -> tuple[np.ndarray, bool]:
-    """(pixels in the modality's units, False) of a single-frame DICOM file; colour DICOMs as (H, W, 3) uint8."""
+def read_dicom(path: Path, ds=None) -> tuple[np.ndarray, bool]:
+    """(pixels in the modality's units, False) of a single-frame DICOM file (`ds`: it, read already); colour DICOMs
+    as (H, W, 3) uint8."""
     import pydicom
 
-    ds = pydicom.dcmread(path)
+    ds = pydicom.dcmread(path) if ds is None else ds
     if "PixelData" not in ds:
         raise DecodeError("a DICOM file without pixel data")
     pixels = ds.pixel_array
@@ -96,6 +105,49 @@ def read_dicom(path: Path) -> tuple[np.ndarray, bool]:
     if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
         values = values.max() + values.min() - values  # bright = dense, as in MONOCHROME2
     return values, False
+
+
+def series_uid(path: Path) -> str | None:
+    """The SeriesInstanceUID of a DICOM slice that has a position in the patient (ImagePositionPatient), read from
+    its header alone; None for a file without them (a radiograph, a broken file)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # a broken file: decoding it reports the error
+        return None
+    uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+    return uid if uid and "ImagePositionPatient" in ds else None
+
+
+def slice_position(ds) -> float:
+    """Where a slice lies along its series' normal (ImagePositionPatient . (row x column)), else its InstanceNumber."""
+    orientation, position = getattr(ds, "ImageOrientationPatient", None), getattr(ds, "ImagePositionPatient", None)
+    if orientation is not None and position is not None and len(orientation) == 6:
+        normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+        return float(np.dot(normal, np.asarray(position, float)))
+    return float(getattr(ds, "InstanceNumber", 0) or 0)
+
+
+def read_dicom_series(folder: Path) -> np.ndarray:
+    """The .dcm slices of `folder` as one float32 volume (z, y, x) in the modality's units."""
+    import pydicom
+
+    slices = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and suffix(p) == ".dcm"):
+        ds = pydicom.dcmread(path)
+        values, _ = read_dicom(path, ds)
+        if values.ndim != 2:
+            raise DecodeError(f"{path.name}: a colour slice in a DICOM series")
+        slices.append((slice_position(ds), str(getattr(ds, "SeriesInstanceUID", "")), path.name, values))
+    if len({uid for _, uid, _, _ in slices}) > 1:
+        raise DecodeError(f"the folder mixes {len({uid for _, uid, _, _ in slices})} DICOM series; give each its own "
+                          "folder")
+    shapes = {values.shape for *_, values in slices}
+    if len(shapes) > 1:
+        raise DecodeError(f"slices of different shapes {sorted(shapes)} in one series")
+    slices.sort(key=lambda item: (item[0], item[2]))
+    return np.stack([values for *_, values in slices]).astype(np.float32)
 
 
 def read_nifti(path: Path) -> np.ndarray:

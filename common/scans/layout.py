@@ -3,6 +3,9 @@
 Files: every PNG, JPEG, TIFF, BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz) below the folder, recursively, in sorted
 order of their relative paths (hidden files and folders skipped); other files (notes, spreadsheets, ...) are
 skipped and counted, since folders of scans often hold them. A folder may hold 2D images or 3D volumes, not both.
+A DICOM series is one volume, named by its folder (`patient1/ct/` in labels files too): a folder of at least
+MIN_SERIES_SLICES .dcm files whose first and last (in name order) have one SeriesInstanceUID and a position in the
+patient; a folder of radiographs (no position, or a series each) stays a folder of 2D images.
 
 Labels (`--labels`):
 - a CSV file: a header, then `path,label[,split]` rows, `path` relative to the folder (or absolute); several label
@@ -32,6 +35,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}  # ours, MedMNIST's usual 7:1:2
 SPLIT_SEED = 0  # fixed: every stage of every run sees the same split
 LABEL_MODES = ("folders", "none")  # besides a CSV path
+MIN_SERIES_SLICES = 3  # ours: fewer slices than this are not read as a volume (a cubic resize of 2 slices is noise)
 
 
 @dataclass
@@ -62,14 +66,40 @@ class Layout:
 
 
 def scan(root: Path) -> tuple[list[str], list[str]]:
-    """(scans, other files) below `root`, relative, sorted; hidden files and folders left out."""
+    """(scans, other files) below `root`, relative, sorted; hidden files and folders left out. A DICOM series is
+    one scan, its folder's relative path with a trailing slash."""
     scans, others = [], []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
         (scans if is_scan(path) else others).append(relative.as_posix())
-    return scans, others
+    return sorted(group_series(root, scans)), others
+
+
+def group_series(root: Path, files: list[str]) -> list[str]:
+    """`files` with the slices of each DICOM series replaced by their folder ("a/b/"): the rule above."""
+    from common.scans.decode import series_uid
+
+    by_folder: dict[str, list[str]] = {}
+    for name in files:
+        if name.lower().endswith(".dcm"):
+            by_folder.setdefault(name.rpartition("/")[0], []).append(name)
+    series = set()
+    for folder, slices in by_folder.items():
+        if len(slices) >= MIN_SERIES_SLICES:
+            first, last = series_uid(root / slices[0]), series_uid(root / slices[-1])
+            if first is not None and first == last:
+                series.add(folder)
+    if not series:
+        return files
+    kept = [f for f in files if not (f.lower().endswith(".dcm") and f.rpartition("/")[0] in series)]
+    return kept + [f"{folder}/" if folder else "./" for folder in series]
+
+
+def item_path(name: str) -> str:
+    """A scan's relative path without a series' trailing slash (for class and split folders)."""
+    return name.rstrip("/")
 
 
 def read_layout(root: Path, labels: str | None = None) -> Layout:
@@ -95,6 +125,7 @@ def read_layout(root: Path, labels: str | None = None) -> Layout:
 
 
 def split_folder(relative: str) -> str | None:
+    relative = item_path(relative)
     top = relative.split("/")[0]
     return top if top in SPLITS and "/" in relative else None
 
@@ -107,7 +138,7 @@ def folder_layout(root: Path, files: list[str], mode: str | None) -> Layout:
         if outside:
             raise UserError(f"{root} has train/val/test folders but {len(outside)} files outside them "
                             f"(e.g. {outside[0]})", "move them into one of the split folders")
-    inner = [f.split("/", 1)[1] if top else f for f, top in zip(files, tops)]
+    inner = [item_path(f).split("/", 1)[1] if top else item_path(f) for f, top in zip(files, tops)]
     classes = [f.split("/")[0] if "/" in f else None for f in inner]
     if mode is None:
         mode = "folders" if None not in classes and len(set(classes)) >= 2 else "none"
@@ -157,6 +188,7 @@ def csv_layout(root: Path, files: list[str], path: Path) -> Layout:
             raise UserError(f"--labels {path} line {number} has {len(row)} cells, the header {len(header)}")
     known = set(files)
     named = [relative_name(root, row[0]) for row in rows]
+    named = [name + "/" if name + "/" in known else name for name in named]  # a series named without its slash
     missing = [row[0] for row, name in zip(rows, named) if name not in known]
     if missing:
         raise UserError(f"--labels {path} names {len(missing)} files that are not images in {root} (e.g. {missing[0]})",
