@@ -63,7 +63,7 @@ class UserError(Exception):
 QUIET_WARNINGS = ".*(LeafSpec|on_after_batch_transfer|log_every_n_steps|many workers|litlogger).*"
 
 
-ON_EXIT: list[Callable[[], None]] = []  # what a command undoes however it ends (common.run_lock: its run locks)
+ON_EXIT: list[Callable[[], None]] = []  # what a command undoes however it ends (common.training.run_lock: its run locks)
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> None:

@@ -16,14 +16,14 @@ import torch
 import torchvision
 from torch import nn
 
-from common import distributed
-from common.augment import build_augmentation
-from common.sequences import AUG_STRENGTH
-from common.features import extract_features
-from common.knn import knn_metrics
-from common.layout import memory_format
-from common.normalize import normalize, to_unit
-from common.slices import mid_slices
+from common.training import distributed
+from common.augment.images import build_augmentation
+from common.augment.names import AUG_STRENGTH
+from common.evaluation.features import extract_features
+from common.evaluation.knn import knn_metrics
+from common.training.memory_format import memory_format
+from common.data.normalize import normalize, to_unit
+from common.data.slices import mid_slices
 from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
 from models.checkpoints import load_weights
 from models.feature_choice import LAST
@@ -37,7 +37,7 @@ VAL_AUG_SEED_OFFSET = 1_000_003  # validation views are the same every epoch, an
 
 def knn_monitor_metrics(encoder: nn.Module, splits: dict, num_classes: int, multilabel: bool,
                         device: torch.device) -> dict[str, float]:
-    """val/knn_acc, val/knn_auroc of common.knn's classifier: `encoder`'s features of the unaugmented
+    """val/knn_acc, val/knn_auroc of common.evaluation.knn's classifier: `encoder`'s features of the unaugmented
     splits["train"] images (the bank, with their labels) and splits["val"] images (the queries)."""
     (bank, bank_labels), (queries, query_labels) = splits["train"], splits["val"]
     metrics = knn_metrics(extract_features(encoder, bank, device), bank_labels,
@@ -100,7 +100,7 @@ class PretrainModule(MethodHparams, pl.LightningModule):
     @staticmethod
     def gather(x: torch.Tensor, grads: bool = True) -> torch.Tensor:
         """(n, ...) on each device -> (W * n, ...), devices in rank order; gradients flow back to each device
-        (common.distributed.gather)."""
+        (common.training.distributed.gather)."""
         return distributed.gather(x, grads)
 
     def load_encoder_state(self, state: dict[str, torch.Tensor], source: str) -> None:
@@ -192,7 +192,7 @@ class PretrainModule(MethodHparams, pl.LightningModule):
 
     # -- the online monitor ------------------------------------------------------------------------
     def knn_monitor(self) -> dict[str, float]:
-        """val/knn_acc, val/knn_auroc: a weighted kNN classifier (common.knn) on the encoder's features of the
+        """val/knn_acc, val/knn_auroc: a weighted kNN classifier (common.evaluation.knn) on the encoder's features of the
         unaugmented training images (the bank, with their labels) and validation images (the queries), read at
         --features (models.stages). Runs at each validation (every --monitor-every epochs); labels serve this
         monitor only; --monitor-dataset's splits when given (data.monitor)."""

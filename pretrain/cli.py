@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.cli import (LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, dataset_flag,
-                        train_parser)
-from common.sources import known_dims
-from common.hardware import uses_gpu
-from common.sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
-                              default_augmentation)
+from common.cli.parsers import (LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, dataset_flag,
+                                train_parser)
+from common.data.sources import known_dims
+from common.training.hardware import uses_gpu
+from common.augment.names import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
+                                  default_augmentation)
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from pretrain.recipes import RECIPE_NAMES, apply_recipe
 from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams

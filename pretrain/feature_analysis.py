@@ -23,10 +23,10 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from common.cli import POSITIVE, POSITIVE_INT, data_parser  # noqa: E402
-from common.data import SPLITS  # noqa: E402
-from common.features import extract_features, feature_device  # noqa: E402
-from common.testing import open_checkpoint  # noqa: E402
+from common.cli.parsers import POSITIVE, POSITIVE_INT, data_parser  # noqa: E402
+from common.data.datamodule import SPLITS  # noqa: E402
+from common.evaluation.features import extract_features, feature_device  # noqa: E402
+from common.evaluation.open_checkpoint import open_checkpoint  # noqa: E402
 from models.checkpoints import PRETRAINED, checkpoint_kind, encoder_from  # noqa: E402
 from utils import UserError, atomic_path, atomic_write_text, pretrain_stages, run_cli  # noqa: E402
 

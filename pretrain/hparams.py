@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from common.sequences import AUGMENTATIONS
+from common.augment.names import AUGMENTATIONS
 
 BATCH_SIZE = 256  # the study's: min(256, N)
 MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation images; every 2nd epoch keeps it

@@ -18,11 +18,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common.augment import ALL_AUGMENTATIONS, Augmentation, build_augmentation  # noqa: E402
-from common.cli import DEFAULT_DATASET, DEFAULT_SIZE, POSITIVE_INT, data_parser  # noqa: E402
-from common.data import SPLITS, MedMNISTDataModule  # noqa: E402
-from common.normalize import to_unit  # noqa: E402
-from common.slices import mid_slices  # noqa: E402
+from common.augment.images import ALL_AUGMENTATIONS, Augmentation, build_augmentation  # noqa: E402
+from common.cli.parsers import DEFAULT_DATASET, DEFAULT_SIZE, POSITIVE_INT, data_parser  # noqa: E402
+from common.data.datamodule import SPLITS, MedMNISTDataModule  # noqa: E402
+from common.data.normalize import to_unit  # noqa: E402
+from common.data.slices import mid_slices  # noqa: E402
 from models.checkpoints import PRETRAINED, expect_kind, read_checkpoint  # noqa: E402
 from pretrain.cli import checked_augmentation  # noqa: E402
 from utils import PRETRAIN_FOLDER, UserError, atomic_path, output_root, resolve_encoder, run_cli  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.sources import known_dims, known_info
+from common.data.sources import known_dims, known_info
 
 RECIPE_NAMES = ("default", "study")
 KINDS = ("grey", "colour", "volume")

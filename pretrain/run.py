@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from common.cli import new_network, size_suffix
-from common.data import MedMNISTDataModule
-from common.sources import short_name
-from common.features import extract_features
-from common.normalize import normalize, to_unit
-from common.time_budget import (CALIBRATION_SHARE, FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device, preserved_rng,
-                                timed_save, timed_steps)
-from common.trainer import check_output, fit_and_save
+from common.cli.parsers import new_network, size_suffix
+from common.data.datamodule import MedMNISTDataModule
+from common.data.sources import short_name
+from common.evaluation.features import extract_features
+from common.data.normalize import normalize, to_unit
+from common.training.time_budget import (CALIBRATION_SHARE, FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device,
+                                         preserved_rng, timed_save, timed_steps)
+from common.training.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
 from pretrain.cli import checked_sync_batchnorm
@@ -90,8 +90,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
 def other_source(text: str, option: str, data: MedMNISTDataModule, args, labels: str | None = "none"):
     """(data module, record) of another source beside --dataset (`option` names it in messages): of the same kind
     and size as `data`; its record has its md5 (a folder: its manifest digest)."""
-    from common.sources import resolve
-    from common.trainer import file_md5
+    from common.data.sources import resolve
+    from common.training.trainer import file_md5
 
     source = resolve(text, data.size, args.data_dir, labels, args.fit, args.window)
     if source.dims != data.dims or source.size != data.size:

@@ -9,11 +9,11 @@ study's settings), evaluated once on the test split; nothing is selected on test
 """
 from __future__ import annotations
 
-from common import linear_probe
-from common.cli import POSITIVE_INT
-from common.evaluate import report, run_test, test_trainer
-from common.features import FeatureDataModule
-from common.testing import open_checkpoint, test_parser
+from common.evaluation import linear_probe
+from common.cli.parsers import POSITIVE_INT
+from common.evaluation.report import report, run_test, test_trainer
+from common.evaluation.features import FeatureDataModule
+from common.evaluation.open_checkpoint import open_checkpoint, test_parser
 from models.backbones import require_reads
 from models.checkpoints import PRETRAINED, build_from_checkpoint, checkpoint_kind
 from pretrain import method_class

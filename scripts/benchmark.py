@@ -38,16 +38,16 @@ from pathlib import Path
 import torch
 
 from scripts import benchmarking as bench
-from common.sequences import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
-from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, dataset_flag, new_network, resolve_data
-from common.cache import images_nbytes
-from common.data import MedMNISTDataModule
-from common.flags import DEFAULT_DATA_DIR, SIZES, dataset_info, npz_path, spatial_dims
-from common.storage import STORAGES
-from common.sources import is_flag, known_dims
-from common.synthetic import write_synthetic
-from common.hardware import check_precision
-from common.trainer import peak_rss_mb
+from common.augment.names import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
+from common.cli.parsers import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, dataset_flag, new_network, resolve_data
+from common.data.cache import images_nbytes
+from common.data.datamodule import MedMNISTDataModule
+from common.data.registry import DEFAULT_DATA_DIR, SIZES, dataset_info, npz_path, spatial_dims
+from common.data.storage import STORAGES
+from common.data.sources import is_flag, known_dims
+from common.data.synthetic import write_synthetic
+from common.training.hardware import check_precision
+from common.training.trainer import peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
 from models.stem_table import STEMS
 from pretrain import METHODS

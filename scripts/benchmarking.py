@@ -18,15 +18,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from common import linear_probe as logreg
-from common.augment import build_augmentation
-from common.classifier import ClassifierModule
-from common.data import MedMNISTDataModule
-from common.features import FeatureDataModule, extract_features
-from common.layout import memory_format
-from common.normalize import normalize, to_unit
-from common.safety import StopOnNonFiniteLoss
-from common.trainer import peak_rss_mb
+from common.evaluation import linear_probe as logreg
+from common.augment.images import build_augmentation
+from common.evaluation.classifier import ClassifierModule
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.features import FeatureDataModule, extract_features
+from common.training.memory_format import memory_format
+from common.data.normalize import normalize, to_unit
+from common.training.safety import StopOnNonFiniteLoss
+from common.training.trainer import peak_rss_mb
 from models.backbones import build_backbone
 from pretrain import method_class
 from pretrain.base import PretrainModule, knn_monitor_metrics
@@ -120,7 +120,7 @@ def loader_pass(data: MedMNISTDataModule, device: torch.device) -> dict:
 def method_model(args, data: MedMNISTDataModule) -> PretrainModule:
     """The pretraining stage's module with the benchmark's settings (as pretrain/cli.py builds it).
 
-    --compile compiles the encoder in place, as common.trainer.fit_and_save does for the stage's --compile,
+    --compile compiles the encoder in place, as common.training.trainer.fit_and_save does for the stage's --compile,
     in both measurements (compiling the LightningModule would also compile training_step and its self.log).
     """
     model = method_class(args.method)(
@@ -277,7 +277,7 @@ class ValidationTimer(pl.Callback):
 
 
 def logreg_trainer(args, accelerator: str, callbacks: list) -> pl.Trainer:
-    """As common.trainer.build_trainer configures it, without logger, checkpoints and progress bar."""
+    """As common.training.trainer.build_trainer configures it, without logger, checkpoints and progress bar."""
     callbacks = [*callbacks, StopOnNonFiniteLoss()]
     return pl.Trainer(
         max_epochs=args.lr_epochs, accelerator=accelerator, devices=1, precision=args.precision, logger=False,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.cli import NON_NEGATIVE_INT, Parser
+from common.cli.parsers import NON_NEGATIVE_INT, Parser
 from common.download import DOWNLOADS, fetch_files, select
 from common.zenodo import DEFAULT_API_URL, DEFAULT_RECORD, fetch_record, human_size, parse_record_id
 from utils import OUTPUT_ROOT_VARIABLE, output_root, run_cli

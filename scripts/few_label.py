@@ -1,7 +1,7 @@
 """scripts/tune.py's few-label objective: what a pretrained encoder's features are worth with N labels per class.
 
 For each of `draws` draws of N labelled images per class from the train split (the stages' own draw,
-common.data.select_subset, seeds 0..draws-1), the L-BFGS probe (common.lbfgs_probe: standardised features, strength
+common.data.datamodule.select_subset, seeds 0..draws-1), the L-BFGS probe (common.evaluation.lbfgs_probe: standardised features, strength
 chosen on val) is fitted on the encoder's features of those images, read at the features the trial's recipe names;
 the score is its validation AUROC, averaged over the draws. Only the train and val splits are encoded: the test split
 is never read. Torch is imported by the scoring only (tune.py's options take these defaults before it).
@@ -28,9 +28,9 @@ def few_label_score(checkpoint: Path, data, features: str, labels: int = LABELS,
 def encoder_score(encoder, data, features: str, labels: int = LABELS, draws: int = DRAWS,
                   accelerator: str = "cpu") -> dict:
     """few_label_score of an encoder already built."""
-    from common import lbfgs_probe
-    from common.data import select_subset
-    from common.features import extract_features, feature_device
+    from common.evaluation import lbfgs_probe
+    from common.data.datamodule import select_subset
+    from common.evaluation.features import extract_features, feature_device
     from models.stages import read_features
 
     reader, device = read_features(encoder.requires_grad_(False), features), feature_device(accelerator)

@@ -47,7 +47,7 @@ if [[ ! -f "$DATA_DIR/$npz" ]]; then
     DATA_DIR="$OUT/data"
     mkdir -p "$DATA_DIR"
     echo "no $npz found: generating one in $DATA_DIR"
-    "$PYTHON" -c "from common.synthetic import write_synthetic; write_synthetic('$DATA_DIR', '$DATASET', $SIZE)"
+    "$PYTHON" -c "from common.data.synthetic import write_synthetic; write_synthetic('$DATA_DIR', '$DATASET', $SIZE)"
 fi
 
 "$PYTHON" - <<EOF

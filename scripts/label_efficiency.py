@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.cli import POSITIVE, POSITIVE_INT, SEED, data_parser, size_suffix
-from common.data import MedMNISTDataModule, select_subset
-from common.evaluate import report
-from common.features import FeatureDataModule, extract_features, feature_device
-from common.trainer import file_md5
-from common.probe_hparams import EPOCHS as PROBE_EPOCHS, SOLVERS
+from common.cli.parsers import POSITIVE, POSITIVE_INT, SEED, data_parser, size_suffix
+from common.data.datamodule import MedMNISTDataModule, select_subset
+from common.evaluation.report import report
+from common.evaluation.features import FeatureDataModule, extract_features, feature_device
+from common.training.trainer import file_md5
+from common.evaluation.probe_defaults import EPOCHS as PROBE_EPOCHS, SOLVERS
 from downstream.logistic_regression import probe as lr_probe, train as probe_train
 from downstream.logistic_regression.references import network_argv, network_tag
 from downstream.logistic_regression.strongest import TAG as STRONGEST, choose, encode_candidates, untrained_networks
@@ -52,7 +52,7 @@ from models.names import RANDOM
 from models.pixels import PIXELS
 from scripts.benchmarking import quiet_lightning
 from scripts.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows, write_table
-from utils import UserError, output_root, resolve_encoder, run_cli
+from utils import (UserError, output_root, resolve_encoder, run_cli)
 
 # the SimCLR paper's L-BFGS probe: on the SimCLR encoders of the README (5 label draws), test AUROC at 10 labels
 # per class 0.676 +- 0.036 against AdamW's 0.621 +- 0.116 (breastmnist) and 0.663 +- 0.017 against 0.652 +- 0.022

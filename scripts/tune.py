@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from common.cli import NON_NEGATIVE_INT, POSITIVE_INT, add_backbone_options, data_parser
+from common.cli.parsers import NON_NEGATIVE_INT, POSITIVE_INT, add_backbone_options, data_parser
 from pretrain import METHODS
 from pretrain.cli import TIME_BUDGET
 from pretrain.hparams import BATCH_SIZE

@@ -25,9 +25,9 @@ import optuna
 import pytorch_lightning as pl
 from optuna.trial import TrialState
 
-from common.cli import COMMAND_ONLY
+from common.cli.parsers import COMMAND_ONLY
 from models.backbones import default_backbone
-from common.sequences import AUG_STRENGTH, default_augmentation
+from common.augment.names import AUG_STRENGTH, default_augmentation
 from pretrain.cli import pretrain_parser
 from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHparams
 from utils import UserError, atomic_path, atomic_write_text, models_dir
@@ -406,7 +406,7 @@ def study_folder(method: type[MethodHparams], study_name: str) -> Path:
 
 def trial_base_argv(args) -> list[str]:
     """The options every trial shares: the data, the hardware, the seed and the network."""
-    from common.sources import lookup
+    from common.data.sources import lookup
 
     base = [*lookup(args.dataset, args.size, args.data_dir).argv(), "--data-storage", args.data_storage,
             "--seed", str(args.seed), "--accelerator", args.accelerator, "--devices", str(args.devices),
@@ -419,9 +419,9 @@ def trial_base_argv(args) -> list[str]:
 
 def run(args, argv: list[str]) -> dict:
     """scripts/tune.py: open (or resume) the study, run the trials it still needs, write the report."""
-    from common.cli import size_suffix
-    from common.data import MedMNISTDataModule
-    from common.sources import short_name
+    from common.cli.parsers import size_suffix
+    from common.data.datamodule import MedMNISTDataModule
+    from common.data.sources import short_name
     from pretrain import method_hparams
 
     method = method_hparams(args.method)

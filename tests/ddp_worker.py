@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import distributed  # noqa: E402
-from common.data import MedMNISTDataModule  # noqa: E402
+from common.training import distributed  # noqa: E402
+from common.data.datamodule import MedMNISTDataModule  # noqa: E402
 from downstream.logistic_regression import train as lr_train  # noqa: E402
 from downstream.resnet import train as finetune_train  # noqa: E402
 from pretrain import METHODS, method_class  # noqa: E402

@@ -1,11 +1,11 @@
-"""Tiny npz files in MedMNIST's own format for the tests (the generator is common/synthetic.py)."""
+"""Tiny npz files in MedMNIST's own format for the tests (the generator is common/data/synthetic.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from common.synthetic import write_synthetic
+from common.data.synthetic import write_synthetic
 
 SIZE = 28
 

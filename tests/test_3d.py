@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.data import MedMNISTDataModule
-from common.slices import mid_slices
-from common.synthetic import write_synthetic
+from common.data.datamodule import MedMNISTDataModule
+from common.data.slices import mid_slices
+from common.data.synthetic import write_synthetic
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from downstream.resnet import test as finetune_test, train as finetune_train
 from fakedata import write_textures_3d

@@ -1,4 +1,4 @@
-"""Tests for common.augment / common.augment_ops against torchvision's functional ops.
+"""Tests for common.augment.images / common.augment.image_ops against torchvision's functional ops.
 
 Float ops are compared per image on fixed parameters with atol 1e-5. Luma equalisation
 quantises Y to uint8 levels, so it is compared with torchvision ``equalize`` on those
@@ -15,9 +15,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from common import augment_ops as ops
-from common.augment import Augmentation, build_augmentation, sample_jitter, sample_resized_crop
-from common.sequences import AUGMENTATIONS
+from common.augment import image_ops as ops
+from common.augment.images import Augmentation, build_augmentation, sample_jitter, sample_resized_crop
+from common.augment.names import AUGMENTATIONS
 
 ATOL = 1e-5
 
@@ -272,7 +272,7 @@ def test_strength_scales_how_far_views_stray(name, shape):
     assert distance[0.25] < distance[1.0] < distance[1.5], distance
     assert Augmentation(name, shape[-1], 1.0)(x, torch.Generator().manual_seed(1)).equal(
         Augmentation(name, shape[-1])(x, torch.Generator().manual_seed(1)))
-    from common.sequences import scaled_crop_scale
+    from common.augment.names import scaled_crop_scale
     assert scaled_crop_scale((0.08, 1.0), 0.25) == pytest.approx((0.77, 1.0))
     assert scaled_crop_scale((0.08, 1.0), 2.0) == (0.01, 1.0)
 

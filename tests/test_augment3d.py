@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common import augment3d_ops as ops
-from common.augment import Augmentation, build_augmentation
-from common.augment3d import CROP_SCALE_3D, sample_resized_crop3d
-from common.sequences import SEQUENCES_3D
+from common.augment import volume_ops as ops
+from common.augment.images import Augmentation, build_augmentation
+from common.augment.volumes import CROP_SCALE_3D, sample_resized_crop3d
+from common.augment.names import SEQUENCES_3D
 
 ATOL = 1e-5
 

@@ -11,8 +11,8 @@ import math
 import medmnist
 import pytest
 
-from common.synthetic import write_synthetic
-from common.data import MedMNISTDataModule
+from common.data.synthetic import write_synthetic
+from common.data.datamodule import MedMNISTDataModule
 from conftest import REPO
 from pretrain import METHODS
 from utils import UserError

@@ -1,5 +1,5 @@
-"""The memory-mapped cache of a data set larger than memory (common/cache.py), and the loader that prefetches
-batches from it (common/prefetch.py)."""
+"""The memory-mapped cache of a data set larger than memory (common/data/cache.py), and the loader that prefetches
+batches from it (common/data/prefetch.py)."""
 import json
 import os
 import threading
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import cache, data as data_module
-from common.data import MedMNISTDataModule, fits_on_device
-from common.synthetic import write_synthetic
+from common.data import cache, datamodule as data_module
+from common.data.datamodule import MedMNISTDataModule, fits_on_device
+from common.data.synthetic import write_synthetic
 from pretrain.simclr import train as simclr_train
 from utils import UserError
 
@@ -135,7 +135,7 @@ def test_a_training_subset_of_a_mapped_set_is_taken_into_memory(tmp_path):
 
 
 def test_prefetching_stops_its_thread_when_the_consumer_stops_and_passes_errors_on():
-    from common.prefetch import ahead
+    from common.data.prefetch import ahead
 
     before = threading.active_count()
     items = ahead(((torch.full((2,), i),) for i in range(100)), None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import COMMAND_ONLY, Number
+from common.cli.parsers import COMMAND_ONLY, Number
 from events import scalar_values
 from utils import models_dir
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from common import flags
-from common.data import MedMNISTDataModule, select_subset
-from common.flags import dataset_info
+from common.data import registry as flags
+from common.data.datamodule import MedMNISTDataModule, select_subset
+from common.data.registry import dataset_info
 from fakedata import SPLIT_SIZES, write_npz
 from utils import UserError
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from common.heatmaps import attention_rollout, grad_cam, heatmaps
+from common.explain.heatmaps import attention_rollout, grad_cam, heatmaps
 from downstream.logistic_regression import explain as lr_explain, probe as lr_probe, test as lr_test, train as lr_train
 from downstream.resnet import explain as finetune_explain, test as finetune_test, train as finetune_train
 from events import image_tags
@@ -123,7 +123,7 @@ def test_init_imagenet_loads_torchvisions_weights_from_the_cache(torch_home, out
     assert final.name == "imagenet-breastmnist.ckpt"
     assert json.loads(final.with_suffix(".config.json").read_text())["options"]["init"] == "imagenet"
     probe = lr_train.main([*common, "--encoder", "imagenet", "--epochs", "2", "--name", "probe-imagenet"])
-    from common.data import MedMNISTDataModule
+    from common.data.datamodule import MedMNISTDataModule
 
     data = MedMNISTDataModule("breastmnist", 28, data_dir).load()
     encoder, path = lr_probe.frozen_encoder("imagenet", data)
@@ -212,8 +212,8 @@ def test_grad_cam_reads_a_block_with_room_for_a_map_at_28_px():
 
 def test_a_grid_can_be_drawn_from_a_sample_of_a_large_split(tmp_path, data_dir):
     """Finetuning draws its TensorBoard grid from at most 1,024 validation images; `limit` samples them."""
-    from common import explain
-    from common.data import MedMNISTDataModule
+    from common.explain import gallery as explain
+    from common.data.datamodule import MedMNISTDataModule
 
     data = MedMNISTDataModule("bloodmnist", 28, data_dir).load()
     encoder = build_backbone("small_cnn", 3, 28)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from common.data import MedMNISTDataModule
+from common.data.datamodule import MedMNISTDataModule
 from downstream.logistic_regression import strongest, test as lr_test, train as lr_train
 from models import feature_choice
 from models.backbones import BACKBONES, build_backbone

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.knn import knn_metrics, knn_scores
+from common.evaluation.knn import knn_metrics, knn_scores
 
 
 def test_scores_are_the_softmax_weighted_vote_of_the_k_nearest():

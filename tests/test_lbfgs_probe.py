@@ -1,10 +1,10 @@
-"""The SimCLR paper's L-BFGS probe (common.lbfgs_probe) against scikit-learn, and its choice on val."""
+"""The SimCLR paper's L-BFGS probe (common.evaluation.lbfgs_probe) against scikit-learn, and its choice on val."""
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from common import lbfgs_probe
+from common.evaluation import lbfgs_probe
 
 
 def blobs(n: int, classes: int, dim: int, seed: int, scale: float = 0.7):

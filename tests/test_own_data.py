@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import scans
-from common import sources
-from common.data import MedMNISTDataModule
-from common.scans.decode import decode
+from common.data import sources
+from common.data.datamodule import MedMNISTDataModule
+from common.data.scans.decode import decode
 from downstream.logistic_regression import test as lr_test
 from downstream.logistic_regression import train as lr_train
 from downstream.resnet import test as resnet_test
@@ -125,8 +125,8 @@ def test_decoding_rules(tmp_path):
 
 
 def test_a_dicom_series_is_one_volume_its_slices_in_patient_order(tmp_path, output_root):
-    from common.scans.decode import read_dicom_series
-    from common.scans.layout import read_layout
+    from common.data.scans.decode import read_dicom_series
+    from common.data.scans.layout import read_layout
     from pydicom.uid import generate_uid
 
     root = tmp_path / "ct"
@@ -288,7 +288,7 @@ def test_images_of_several_sizes_are_resized_not_refused(tmp_path, output_root):
 
 
 def test_a_folder_that_changes_while_it_is_cached_is_an_error(tmp_path, output_root, monkeypatch):
-    from common.scans import cache
+    from common.data.scans import cache
 
     root = scans.png_class_folders(tmp_path / "a", n=8)
     real = cache.decode_all

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import common.sources
+import common.data.sources
 import study_format
 from conftest import REPO
 from fakedata import write_npz
@@ -43,7 +43,7 @@ def run_as_user(line: str, env: dict, extra: list[str], new_process: bool = Fals
     with pytest.MonkeyPatch.context() as patch:
         for name in ("HOME", "MEDSIMCLR_OUTPUT_ROOT"):
             patch.setenv(name, env[name])
-        patch.setattr(common.sources, "DEFAULT_DATA_DIR", Path(env["HOME"]) / ".medmnist")  # ~ as the user's
+        patch.setattr(common.data.sources, "DEFAULT_DATA_DIR", Path(env["HOME"]) / ".medmnist")  # ~ as the user's
         patch.chdir(REPO)
         try:
             run_cli(main, args)

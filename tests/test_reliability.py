@@ -58,7 +58,7 @@ def test_sigkill_then_resume_finishes_the_run(data_dir, tmp_path):
 
 DIE_DURING_SAVE = """
 import os, sys, torch
-import common.safety
+import common.training.safety
 real_save = torch.save
 def dying_save(obj, handle, *args, **kwargs):
     # a later save of last.ckpt: write half of it, then die as a SIGKILL would
@@ -69,7 +69,7 @@ def dying_save(obj, handle, *args, **kwargs):
         handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2]); handle.flush()
         os._exit(137)
     return real_save(obj, handle, *args, **kwargs)
-common.safety.torch.save = dying_save
+common.training.safety.torch.save = dying_save
 from pretrain.simclr import train
 train.main(sys.argv[1:])
 """
@@ -247,7 +247,7 @@ def test_a_second_run_of_a_name_that_is_running_exits_at_once(data_dir, tmp_path
     import json
     import socket
 
-    from common import run_lock
+    from common.training import run_lock
 
     monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(tmp_path))
     models = tmp_path / "pretrain/simclr/models"

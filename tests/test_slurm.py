@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from common.trainer import resume_point
+from common.training.trainer import resume_point
 from pretrain import method_hparams
 from pretrain.cli import pretrain_parser
 from utils import UserError, models_dir
@@ -31,7 +31,7 @@ def test_the_script_is_valid_bash():
 @pytest.fixture(autouse=True)
 def gpu_node(monkeypatch):
     """The commands are a GPU node's: parsed here, on a machine that may have none, without the hardware check."""
-    monkeypatch.setattr("common.cli.check_hardware", lambda *args: None)
+    monkeypatch.setattr("common.cli.parsers.check_hardware", lambda *args: None)
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol"])

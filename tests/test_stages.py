@@ -9,12 +9,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from common.data import MedMNISTDataModule
-from common.features import FeatureDataModule
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.features import FeatureDataModule
 from conftest import REPO
 from events import image_tags, scalar_tags, scalar_values
 from downstream.logistic_regression import probe as lr_probe, test as lr_test, train as lr_train
-from common.linear_probe import LogisticRegressionModule
+from common.evaluation.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
 from models.backbones import build_backbone
 from pretrain import test as pretrain_test

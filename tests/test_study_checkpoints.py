@@ -8,7 +8,7 @@ import torch
 
 import study_format
 from downstream.logistic_regression import test as lr_test, train as lr_train
-from common.linear_probe import LogisticRegressionModule
+from common.evaluation.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train
 from downstream.resnet.module import FinetuneClassifier
 from models.checkpoints import build_from_checkpoint, checkpoint_kind, load_encoder, read_checkpoint

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import common.time_budget as time_budget
+import common.training.time_budget as time_budget
 from conftest import REPO
-from common.time_budget import TIMED_STEPS, WARMUP_STEPS, epochs_for_budget, steps_per_epoch
+from common.training.time_budget import TIMED_STEPS, WARMUP_STEPS, epochs_for_budget, steps_per_epoch
 from events import scalar_values
 from pretrain.run import calibrate
 from pretrain.simclr import train as simclr_train
@@ -38,7 +38,7 @@ def test_epochs_fill_the_budget_with_their_validations_and_overheads():
 
 
 def test_calibration_leaves_the_model_and_every_random_state_as_they_were(data_dir, tmp_path):
-    from common.data import MedMNISTDataModule
+    from common.data.datamodule import MedMNISTDataModule
 
     data = MedMNISTDataModule("breastmnist", data_dir=data_dir, batch_size=16, drop_last=True).load()
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def test_epochs_default_to_100_without_a_budget_and_cap_it_with_one():
 
 def test_calibration_of_a_slow_step_stops_at_its_share_of_the_budget():
     """A step slower than the budget's calibration share: one untimed and one timed call, not 2 + 5."""
-    from common.time_budget import timed_steps
+    from common.training.time_budget import timed_steps
 
     calls = []
 

@@ -138,7 +138,7 @@ class NoTest(dict):
 
 def test_the_few_label_objective_is_the_probe_on_train_draws_scored_on_val_only(data_dir, output_root, tmp_path,
                                                                                  capsys):
-    from common.data import MedMNISTDataModule
+    from common.data.datamodule import MedMNISTDataModule
     from scripts.few_label import few_label_score
 
     storage = f"sqlite:///{tmp_path / 'few.db'}"

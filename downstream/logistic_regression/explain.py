@@ -4,9 +4,9 @@
 """
 from __future__ import annotations
 
-from common import explain
-from common.linear_probe import LogisticRegressionModule
-from common.testing import check_classes, open_checkpoint
+from common.explain import gallery as explain
+from common.evaluation.linear_probe import LogisticRegressionModule
+from common.evaluation.open_checkpoint import check_classes, open_checkpoint
 from downstream.logistic_regression.probe import IMAGENET, RANDOM, frozen_encoder
 from models.feature_choice import LAST
 from models.stages import read_features

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from common import linear_probe
-from common.cli import new_network, size_suffix, subset_suffix
-from common.data import MedMNISTDataModule
-from common.sources import describe
-from common.evaluate import run_test
-from common.features import FeatureDataModule
-from common.trainer import check_output, file_md5, fit_and_save
+from common.evaluation import linear_probe
+from common.cli.parsers import new_network, size_suffix, subset_suffix
+from common.data.datamodule import MedMNISTDataModule
+from common.data.sources import describe
+from common.evaluation.report import run_test
+from common.evaluation.features import FeatureDataModule
+from common.training.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
 from models.feature_choice import LAST
@@ -101,7 +101,7 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
 
 def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, args) -> dict:
     """The head saved as `final`, on the test split of `features` (computed already when it was trained):
-    common.evaluate.run_test's results."""
+    common.evaluation.report.run_test's results."""
     head = build_from_checkpoint(linear_probe.LogisticRegressionModule, read_checkpoint(final), final.name,
                                  multilabel=data.multilabel, dataset=data.flag)
     return run_test(head, features, args)

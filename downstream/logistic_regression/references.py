@@ -16,14 +16,14 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from common.data import MedMNISTDataModule
-from common.features import FeatureDataModule, feature_device
-from common.trainer import file_md5
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.features import FeatureDataModule, feature_device
+from common.training.trainer import file_md5
 from downstream.logistic_regression import probe, train as probe_train
 from downstream.logistic_regression.strongest import TAG, choose, encode_candidates, untrained_networks
 from models.feature_choice import LAST
 from models.pixels import PIXELS
-from utils import atomic_write_text, models_dir
+from utils import (atomic_write_text, models_dir)
 
 # what, besides the encoder, decides a probe's result: the options of train.py that its config records
 SETTINGS = ("size", "solver", "epochs", "lr", "weight_decay", "batch_size", "samples", "samples_per_class", "seed")

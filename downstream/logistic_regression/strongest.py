@@ -5,7 +5,7 @@ Raw pixels and a random-init network's last layer are weak references: a random-
 stage is often much stronger (on small grey images a random small CNN's pooled first block beats every last layer).
 So every probe table gains one row: for random-init networks of the head's own backbone and of the small CNN, every
 candidate of models.feature_choice.candidates (the last layer, each stage pooled, all stages concatenated) is fitted
-with the L-BFGS probe (common.lbfgs_probe: standardised features, strength chosen on val) on the labelled training
+with the L-BFGS probe (common.evaluation.lbfgs_probe: standardised features, strength chosen on val) on the labelled training
 images, and the candidate with the best validation AUROC (then accuracy) is the reference. Only the train and val
 splits are encoded for the choice.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from common import lbfgs_probe
-from common.data import MedMNISTDataModule
-from common.features import extract_features
+from common.evaluation import lbfgs_probe
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.features import extract_features
 from models.backbones import build_backbone
 from models.feature_choice import candidates
 from models.pixels import PIXELS

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.evaluate import report, run_test
-from common.features import FeatureDataModule
-from common.linear_probe import LogisticRegressionModule
-from common.testing import check_classes, open_checkpoint, test_parser
+from common.evaluation.report import report, run_test
+from common.evaluation.features import FeatureDataModule
+from common.evaluation.linear_probe import LogisticRegressionModule
+from common.evaluation.open_checkpoint import check_classes, open_checkpoint, test_parser
 from downstream.logistic_regression.references import references
 from downstream.logistic_regression.probe import IMAGENET, RANDOM, REFERENCES, frozen_encoder
 from models.checkpoints import build_from_checkpoint

@@ -7,8 +7,8 @@ The command line (no torch until the options are checked); the stage itself is p
 """
 from __future__ import annotations
 
-from common import probe_hparams
-from common.cli import LEARNING_RATE, WEIGHT_DECAY, add_backbone_options, add_samples_per_class, train_parser
+from common.evaluation import probe_defaults as probe_hparams
+from common.cli.parsers import LEARNING_RATE, WEIGHT_DECAY, add_backbone_options, add_samples_per_class, train_parser
 from models.feature_choice import FEATURES_HELP, feature_option
 from models.names import IMAGENET, PIXELS, RANDOM
 from utils import run_cli

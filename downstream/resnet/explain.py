@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import explain
-from common.data import MedMNISTDataModule
-from common.testing import open_checkpoint
+from common.explain import gallery as explain
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.open_checkpoint import open_checkpoint
 from downstream.resnet.module import FinetuneClassifier
 from downstream.resnet.test import finetuned
 from models.checkpoints import read_checkpoint

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common import distributed
-from common.cli import new_network, size_suffix, subset_suffix
-from common.data import MedMNISTDataModule
-from common.sources import short_name
-from common.trainer import check_output, fit_and_save
+from common.training import distributed
+from common.cli.parsers import new_network, size_suffix, subset_suffix
+from common.data.datamodule import MedMNISTDataModule
+from common.data.sources import short_name
+from common.training.trainer import check_output, fit_and_save
 from downstream.resnet.explain import log_heatmaps
 from downstream.resnet.module import FinetuneClassifier
 from models.checkpoints import load_encoder, load_weights

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from common.classifier import ClassifierModule
-from common.layout import memory_format
-from common.normalize import normalize, to_unit
+from common.evaluation.classifier import ClassifierModule
+from common.training.memory_format import memory_format
+from common.data.normalize import normalize, to_unit
 from downstream.resnet.hparams import LR
 from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
 from models.heads import linear_head

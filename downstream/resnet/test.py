@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.data import MedMNISTDataModule
-from common.evaluate import report, run_test
-from common.testing import check_classes, open_checkpoint, test_parser
+from common.data.datamodule import MedMNISTDataModule
+from common.evaluation.report import report, run_test
+from common.evaluation.open_checkpoint import check_classes, open_checkpoint, test_parser
 from downstream.resnet.module import FinetuneClassifier
 from models.backbones import require_reads
 from models.checkpoints import build_from_checkpoint, our_state_dict

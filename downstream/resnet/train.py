@@ -10,7 +10,7 @@ into TensorBoard. The command line (no torch until the options are checked); the
 """
 from __future__ import annotations
 
-from common.cli import LEARNING_RATE, add_backbone_options, add_samples_per_class, train_parser
+from common.cli.parsers import LEARNING_RATE, add_backbone_options, add_samples_per_class, train_parser
 from downstream.resnet.hparams import BATCH_SIZE, EPOCHS, LR
 from utils import run_cli
 

@@ -1,7 +1,7 @@
 """BYOL's defaults (with their sources), its command-line options and search space."""
 from __future__ import annotations
 
-from common.cli import MOMENTUM
+from common.cli.parsers import MOMENTUM
 from pretrain.hparams import MethodHparams
 
 PROJECTION_HIDDEN, PROJECTION_DIM = 4096, 256  # BYOL: projector and predictor MLPs 4096 -> 256, with batch norm

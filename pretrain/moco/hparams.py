@@ -1,8 +1,8 @@
 """MoCo v2's defaults (with their sources), its command-line options and search space."""
 from __future__ import annotations
 
-from common.cli import MOMENTUM, POSITIVE_INT
-from common.cli import TEMPERATURE as TEMPERATURE_RANGE
+from common.cli.parsers import MOMENTUM, POSITIVE_INT
+from common.cli.parsers import TEMPERATURE as TEMPERATURE_RANGE
 from pretrain.hparams import MethodHparams
 
 TEMPERATURE = 0.2  # MoCo v2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from common import distributed
+from common.training import distributed
 from models.heads import ProjectionHead
 from pretrain.base import PretrainModule, rank_metrics
 from pretrain.moco.batchnorm import use_split_batch_norm

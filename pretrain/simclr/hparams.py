@@ -1,7 +1,7 @@
 """SimCLR's defaults (the study's, REFERENCE.md "Pretraining"), its command-line options and search space."""
 from __future__ import annotations
 
-from common.cli import TEMPERATURE as TEMPERATURE_RANGE
+from common.cli.parsers import TEMPERATURE as TEMPERATURE_RANGE
 from pretrain.hparams import MethodHparams
 
 TEMPERATURE = 0.07

@@ -1,5 +1,5 @@
 """Logistic regression (a linear probe): one linear layer on frozen encoder features (computed once, see
-common.features). The logistic-regression stage trains it; pretraining's test.py and the benchmark use it too.
+common.evaluation.features). The logistic-regression stage trains it; pretraining's test.py and the benchmark use it too.
 
 A linear layer on 512 features costs microseconds per minibatch, while one Lightning training step
 costs milliseconds of bookkeeping (Lightning's optimizer wrapper alone ~10 ms here). So one
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from common import lbfgs_probe
-from common.classifier import ClassifierModule
-from common.metrics import classification_loss
-from common.probe_hparams import BATCH_SIZE, EPOCHS, GAMMA, LR, MILESTONES, WEIGHT_DECAY
-from common.safety import check_finite
+from common.evaluation import lbfgs_probe
+from common.evaluation.classifier import ClassifierModule
+from common.evaluation.metrics import classification_loss
+from common.evaluation.probe_defaults import BATCH_SIZE, EPOCHS, GAMMA, LR, MILESTONES, WEIGHT_DECAY
+from common.training.safety import check_finite
 from models.heads import linear_head
 from utils import torch_threads
 

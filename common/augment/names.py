@@ -1,5 +1,5 @@
 """The augmentation sequences by name, for images and volumes, and their strength: the command line's choices,
-without torch (common.augment and common.augment3d implement the steps).
+without torch (common.augment.images and common.augment.volumes implement the steps).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from common.metrics import classification_loss, classification_metrics
+from common.evaluation.metrics import classification_loss, classification_metrics
 
 
 class ClassifierModule(pl.LightningModule):

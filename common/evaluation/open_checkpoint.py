@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from common.cli import DEFAULT_SIZE, data_parser, resolve_data
-from common.sources import is_flag
-from common.data import MedMNISTDataModule
+from common.cli.parsers import DEFAULT_SIZE, data_parser, resolve_data
+from common.data.sources import is_flag
+from common.data.datamodule import MedMNISTDataModule
 from models.checkpoints import expect_kind, read_checkpoint, recorded_dataset
 from utils import UserError, resolve_checkpoint
 

@@ -1,12 +1,12 @@
 """Contrastive views of volumes (N, C, D, H, W), batched on the device, per-volume parameters from the seeded
-generator: the 3D sequence `volume`, run by common.augment.Augmentation like the study's 2D sequences.
+generator: the 3D sequence `volume`, run by common.augment.images.Augmentation like the study's 2D sequences.
 
 The study's sequences are for 2D photographs and colour; CT and MRI volumes have one channel and no preferred
 orientation, so the 3D sequence uses the geometric and intensity transforms of medical 3D pipelines
 (nnU-Net, Isensee et al. 2021: mirroring per axis, gamma, multiplicative brightness, Gaussian blur and noise)
 with SimCLR's random resized crop in three dimensions, each applied more often than nnU-Net does (a
 contrastive view needs strong augmentation; SimCLR applies its colour jitter with p = 0.8).
-The pure ops live in common.augment3d_ops.
+The pure ops live in common.augment.volume_ops.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import math
 
 import torch
 
-from common.augment3d_ops import PLANES, add_noise, adjust_gamma3d, gaussian_blur3d, resample3d, scale_shift
-from common.sampling import Generator, bernoulli, uniform
-from common.sequences import scaled_crop_scale, scaled_ranges
+from common.augment.volume_ops import PLANES, add_noise, adjust_gamma3d, gaussian_blur3d, resample3d, scale_shift
+from common.augment.sampling import Generator, bernoulli, uniform
+from common.augment.names import scaled_crop_scale, scaled_ranges
 
 FLIP_P_3D = 0.5  # per axis: SimCLR's flip probability; nnU-Net mirrors each axis with 0.5 too
 CROP_SCALE_3D = (0.25, 1.0)  # ours: fraction of the volume kept (each side >= 63% on average); SimCLR's 0.08 of an area

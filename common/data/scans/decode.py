@@ -12,9 +12,9 @@ The rules (README "Your own data"), in the order they apply:
   cube. Then resized to the cache's size: 2D with Pillow's bicubic filter (antialiased when shrinking), volumes
   with cubic spline interpolation (scipy.ndimage.zoom, order 3); an image already at the size is not touched.
 - Channels. Grey stays grey, RGB(A)/palette images become RGB (alpha dropped), grey+alpha grey; what a folder of
-  mixed grey and colour files becomes is the cache's rule (common/scans/cache.py).
+  mixed grey and colour files becomes is the cache's rule (common/data/scans/cache.py).
 - NIfTI axes: the array nibabel returns, (x, y, z), is stored as (z, y, x): depth first, as MedMNIST's volumes.
-- A DICOM series (a folder whose slices share one SeriesInstanceUID: common/scans/layout.py) is one volume: its
+- A DICOM series (a folder whose slices share one SeriesInstanceUID: common/data/scans/layout.py) is one volume: its
   slices ordered along the slice normal (ImagePositionPatient projected on the cross product of
   ImageOrientationPatient's row and column directions; InstanceNumber where those are missing), stacked depth first,
   then windowed and resized as a NIfTI volume. Voxel spacing is not resampled (as for NIfTI): the volume's voxel

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.metrics import classification_loss, classification_metrics
+from common.evaluation.metrics import classification_loss, classification_metrics
 
 # the SimCLR paper searched 45 log-spaced strengths from 1e-6 to 1e5; one per decade here (ours: 12 fits)
 L2_GRID = tuple(10.0 ** k for k in range(5, -7, -1))

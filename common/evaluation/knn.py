@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.metrics import classification_metrics
+from common.evaluation.metrics import classification_metrics
 
 K = 20  # neighbours: solo-learn's and lightly's default
 TEMPERATURE = 0.07  # of the neighbours' weights: the same
@@ -41,7 +41,7 @@ def knn_scores(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Ten
 
 def knn_metrics(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor,
                 num_classes: int, multilabel: bool, k: int = K, temperature: float = TEMPERATURE) -> dict:
-    """common.metrics' accuracy, AUROC, ... of the kNN classifier on the queries."""
+    """common.evaluation.metrics' accuracy, AUROC, ... of the kNN classifier on the queries."""
     scores = knn_scores(bank, bank_labels, queries, num_classes, k, temperature).clamp(EPSILON, 1 - EPSILON)
     logits = torch.logit(scores) if multilabel else scores.log()  # what the metrics turn back into the scores
     return classification_metrics(logits, query_labels, multilabel)

@@ -2,8 +2,8 @@
 
 ``Augmentation(name, size)(x, generator)`` turns a float batch (N, C, H, W) in [0, 1]
 (C = 1 or 3) into one random view per image, with independent parameters per image
-drawn from ``generator``; the 3D sequence (common.augment3d) does the same for volumes
-(N, 1, D, H, W). The pure ops live in ``common.augment_ops`` and ``common.augment3d_ops``.
+drawn from ``generator``; the 3D sequence (common.augment.volumes) does the same for volumes
+(N, 1, D, H, W). The pure ops live in ``common.augment.image_ops`` and ``common.augment.volume_ops``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Callable
 
 import torch
 
-from .augment3d import STEPS_3D
-from .augment_ops import (color_jitter, equalize_luma, gaussian_blur, grayscale, hflip,
-                          resized_crop, sharpness)
-from .sampling import Generator, bernoulli, uniform
-from .sequences import (ALL_AUGMENTATIONS, AUG_STRENGTH, SEQUENCES, SEQUENCES_3D, augmentation_dims, scaled_crop_scale,
-                        scaled_ranges)
+from common.augment.volumes import STEPS_3D
+from common.augment.image_ops import (color_jitter, equalize_luma, gaussian_blur, grayscale, hflip, resized_crop,
+                                      sharpness)
+from common.augment.sampling import Generator, bernoulli, uniform
+from common.augment.names import (ALL_AUGMENTATIONS, AUG_STRENGTH, SEQUENCES, SEQUENCES_3D, augmentation_dims,
+                                  scaled_crop_scale, scaled_ranges)
 
 # Parameters of the study "Evaluating SimCLR for Medical Image Classification".
 FLIP_P = 0.5
@@ -88,7 +88,7 @@ def sample_jitter(n: int, strength: tuple[float, float, float, float],
 
 
 # -------------------------------------------------------------- random steps
-# Each step: (x (N, C, H, W), generator, size, strength) -> augmented x; strength: --aug-strength (common.sequences).
+# Each step: (x (N, C, H, W), generator, size, strength) -> augmented x; strength: --aug-strength (common.augment.names).
 
 
 def _flip(x, g, size, strength):
@@ -132,7 +132,7 @@ STEPS: dict[str, Callable] = {
 
 class Augmentation(torch.nn.Module):
     """One of the study's sequences (or the 3D one); forward(x, generator) -> one view per image. `strength`
-    (--aug-strength, common.sequences): 1 is the sequence as published."""
+    (--aug-strength, common.augment.names): 1 is the sequence as published."""
 
     def __init__(self, name: str, size: int, strength: float = AUG_STRENGTH):
         super().__init__()

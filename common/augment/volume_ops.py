@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from common.augment_ops import gaussian_kernels
+from common.augment.image_ops import gaussian_kernels
 
 Tensor = torch.Tensor
 PLANES = ((2, 3), (2, 4), (3, 4))  # the (D, H), (D, W) and (H, W) planes of a (N, C, D, H, W) batch
@@ -57,7 +57,7 @@ def interpolation_matrices(start: Tensor, extent: Tensor, full: int, size: int, 
 
 def resample3d(x: Tensor, boxes: Tensor, size: int, turns: Tensor, plane: Tensor, flips: Tensor) -> Tensor:
     """Crop boxes (N, 6) = front, top, left, depth, height, width, resize each crop to size^3 (trilinear, sampled as
-    ``F.interpolate(mode="trilinear", align_corners=False)`` samples the crop, like common.augment_ops.resized_crop
+    ``F.interpolate(mode="trilinear", align_corners=False)`` samples the crop, like common.augment.image_ops.resized_crop
     in 2D), turn it by turns[n] quarter turns in plane PLANES[plane[n]] (as torch.rot90) and flip it along the axes
     where flips (N, 3) is set. One resampling: trilinear interpolation is separable, so each axis is one batched
     matrix product (reversed rows for a reversed axis), and the turns permute the axes of the volumes that have

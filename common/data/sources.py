@@ -1,7 +1,7 @@
 """What `--dataset` names, without torch: a MedMNIST flag, an npz file in MedMNIST's layout anywhere on disk, or a
-folder of the user's own scans (common/scans/: decoded once into a cache).
+folder of the user's own scans (common/data/scans/: decoded once into a cache).
 
-Every command resolves its --dataset once, when its options are checked (common.cli), and the resolved source is
+Every command resolves its --dataset once, when its options are checked (common.cli.parsers), and the resolved source is
 remembered for the process: the data module, the recipes and the augmentation checks look it up by the text given.
 A source has what medmnist.INFO has for a flag (`info`: task, channels, class names), whether it holds volumes,
 a short `name` for run names (the flag, the npz's stem, the folder's name) and the file or cache folder to read.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.flags import (DEFAULT_DATA_DIR, FLAGS_3D, INFO, SIZES, SIZES_3D, dataset_info, is_multilabel,
-                          npz_path)
+from common.data.registry import (DEFAULT_DATA_DIR, FLAGS_3D, INFO, SIZES, SIZES_3D, dataset_info, is_multilabel,
+                                  npz_path)
 from utils import UserError
 
 KINDS = ("medmnist", "npz", "folder")
@@ -84,7 +84,7 @@ def check_text(text: str) -> str:
 def resolve(text: str, size: int, data_dir: str | Path | None = None, labels: str | None = None,
             fit: str = "pad", window: str | None = None) -> DataSource:
     """The source `text` names at `size` (a folder is cached, decoding it if needed), remembered for the process.
-    `labels`, `fit`, `window` (LOW,HIGH): a folder's options (common/scans/)."""
+    `labels`, `fit`, `window` (LOW,HIGH): a folder's options (common/data/scans/)."""
     if is_flag(text):
         dims = 3 if text in FLAGS_3D else 2
         source = DataSource(text, "medmnist", text, INFO[text], dims,
@@ -127,7 +127,7 @@ def known_dims(text: str) -> int:
 def check_folder_size(path: Path, size: int) -> None:
     """A UserError unless a folder of images (volumes) may be cached at `size`; read from the files' suffixes, before
     anything is decoded (an empty folder's error first)."""
-    from common.scans.layout import read_layout
+    from common.data.scans.layout import read_layout
 
     dims = read_layout(path, "none").dims  # the labels are read once, when it is cached
     sizes, unit = (SIZES_3D, " voxels per side") if dims == 3 else (SIZES, " px")
@@ -139,7 +139,7 @@ def check_folder_size(path: Path, size: int) -> None:
 def npz_source(text: str, path: Path) -> DataSource:
     """An npz in MedMNIST's layout: a flag's own INFO when its name is `<flag>[_<size>].npz`, else inferred from the
     arrays (channels from the images' shape, classes from the labels)."""
-    from common.npy_stream import member_shape
+    from common.data.npy_stream import member_shape
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -174,7 +174,7 @@ def inferred_info(path: Path, labels: dict, channels: int) -> dict:
 
 
 def folder_source(text: str, path: Path, size: int, labels: str | None, fit: str, window: str | None) -> DataSource:
-    from common.scans.cache import FolderOptions, open_folder
+    from common.data.scans.cache import FolderOptions, open_folder
 
     if labels not in (None, "folders", "none"):
         labels = str(Path(labels).expanduser().resolve())

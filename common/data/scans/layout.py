@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.scans.decode import is_scan, is_volume
+from common.data.scans.decode import is_scan, is_volume
 from utils import UserError
 
 SPLITS = ("train", "val", "test")
@@ -79,7 +79,7 @@ def scan(root: Path) -> tuple[list[str], list[str]]:
 
 def group_series(root: Path, files: list[str]) -> list[str]:
     """`files` with the slices of each DICOM series replaced by their folder ("a/b/"): the rule above."""
-    from common.scans.decode import series_uid
+    from common.data.scans.decode import series_uid
 
     by_folder: dict[str, list[str]] = {}
     for name in files:

@@ -8,7 +8,7 @@
 
 A run whose folder, labels file and options match the manifest reads the cache without decoding anything; any
 change (a file added, removed, rewritten) rebuilds it. The build goes to a `.partial` folder renamed into place under
-a lock, as common/cache.py's, and the folder is listed again after decoding: a folder that changed meanwhile is an
+a lock, as common/data/cache.py's, and the folder is listed again after decoding: a folder that changed meanwhile is an
 error and nothing is cached.
 
 Channels: a folder of grey images is grey (1 channel); an RGB file whose three channels are equal counts as grey;
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.file_lock import exclusive_lock
-from common.scans.decode import DecodeError, decode, is_volume
-from common.scans.layout import SPLITS, Layout, read_layout, scan
+from common.data.file_lock import exclusive_lock
+from common.data.scans.decode import DecodeError, decode, is_volume
+from common.data.scans.layout import SPLITS, Layout, read_layout, scan
 from utils import UserError, output_root
 
 CACHE_VERSION = 1

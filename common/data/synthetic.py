@@ -8,9 +8,9 @@ from pathlib import Path
 import medmnist
 import numpy as np
 
-from common.data import SPLITS
-from common.flags import is_multilabel, npz_path, spatial_dims
-from common.npy_stream import write_member
+from common.data.datamodule import SPLITS
+from common.data.registry import is_multilabel, npz_path, spatial_dims
+from common.data.npy_stream import write_member
 
 
 def synthetic_split(flag: str, n: int, size: int, rng: np.random.Generator):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from common.data import SPLITS, EpochShuffler, InMemoryLoader, MedMNISTDataModule, eval_batch
-from common.layout import channels_last
-from common.normalize import normalize, to_unit
+from common.data.datamodule import SPLITS, EpochShuffler, InMemoryLoader, MedMNISTDataModule, eval_batch
+from common.training.memory_format import channels_last
+from common.data.normalize import normalize, to_unit
 
 FEATURE_BATCH = 1024  # images per forward pass when extracting features (fewer for large images: data.eval_batch)
 

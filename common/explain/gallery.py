@@ -1,6 +1,6 @@
 """Heat-map grids of a classifier's decisions: what every stage's explain.py draws, and finetuning logs.
 
-A grid shows `n` images of a split, each with its heat map (common.heatmaps) over it, its true and predicted
+A grid shows `n` images of a split, each with its heat map (common.explain.heatmaps) over it, its true and predicted
 label and the predicted probability, in green when right and red when wrong: half of them (when there are that
 many) wrong, the rest right, drawn at random with --seed from each group.
 """
@@ -17,12 +17,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common.cli import POSITIVE_INT  # noqa: E402
-from common.data import MedMNISTDataModule, eval_batch  # noqa: E402
-from common.features import feature_device  # noqa: E402
-from common.heatmaps import heatmaps, method_name  # noqa: E402
-from common.normalize import normalize, to_unit  # noqa: E402
-from common.testing import test_parser  # noqa: E402
+from common.cli.parsers import POSITIVE_INT  # noqa: E402
+from common.data.datamodule import MedMNISTDataModule, eval_batch  # noqa: E402
+from common.evaluation.features import feature_device  # noqa: E402
+from common.explain.heatmaps import heatmaps, method_name  # noqa: E402
+from common.data.normalize import normalize, to_unit  # noqa: E402
+from common.evaluation.open_checkpoint import test_parser  # noqa: E402
 from utils import UserError, atomic_path  # noqa: E402
 
 N_IMAGES = 16  # ours: a 4 x 4 grid

@@ -18,11 +18,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from common import prefetch
-from common.cache import MappedImages, images_nbytes, open_cache
-from common.flags import dataset_info, is_multilabel, npz_path
-from common.sources import DataSource, describe, lookup
-from common.storage import IN_MEMORY_BYTES, STORAGES
+from common.data import prefetch
+from common.data.cache import MappedImages, images_nbytes, open_cache
+from common.data.registry import dataset_info, is_multilabel, npz_path
+from common.data.sources import DataSource, describe, lookup
+from common.data.storage import IN_MEMORY_BYTES, STORAGES
 from utils import UserError
 
 SPLITS = ("train", "val", "test")
@@ -102,7 +102,7 @@ def check_label_values(path: Path, info: dict, split: str, labels: np.ndarray) -
 
 
 def folder_splits(folder: Path, info: dict, mapped: bool) -> tuple[dict, dict]:
-    """(splits, mapped images) of a folder's cache (common/scans/cache.py): channel-first uint8 already, read into
+    """(splits, mapped images) of a folder's cache (common/data/scans/cache.py): channel-first uint8 already, read into
     memory or memory-mapped."""
     splits, maps = {}, {}
     for split in SPLITS:
@@ -148,7 +148,7 @@ def fits_on_device(nbytes: int, free: int) -> bool:
 
 
 def to_device(images: torch.Tensor, device: torch.device, mapped=None) -> torch.Tensor:
-    """`images` copied to `device`; from a memory mapping (common.cache.MappedImages) piece by piece, releasing the
+    """`images` copied to `device`; from a memory mapping (common.data.cache.MappedImages) piece by piece, releasing the
     pages read after each piece, so that the copy never holds the whole set in this process's memory."""
     if mapped is None:
         return images.to(device)
@@ -216,8 +216,8 @@ class InMemoryLoader:
     """Batches (images, labels) sliced from tensors held in memory, or read from a memory-mapped cache; an iterable
     Lightning accepts as a loader.
 
-    With `prefetch`, batches are gathered one ahead on a background thread (common.prefetch) and, given a CUDA
-    `device`, copied there from pinned memory without blocking; `mapped` (common.cache.MappedImages of `images`)
+    With `prefetch`, batches are gathered one ahead on a background thread (common.data.prefetch) and, given a CUDA
+    `device`, copied there from pinned memory without blocking; `mapped` (common.data.cache.MappedImages of `images`)
     reads each batch's images from the cache's file."""
 
     batch_sampler = None  # Lightning inspects `sampler`/`batch_sampler` as on a DataLoader
@@ -247,7 +247,7 @@ class InMemoryLoader:
 
 
 class MedMNISTDataModule(pl.LightningDataModule):
-    """A MedMNIST data set (2D, or 3D volumes), an npz file in its layout or a folder's cache (common.sources), held
+    """A MedMNIST data set (2D, or 3D volumes), an npz file in its layout or a folder's cache (common.data.sources), held
     in memory or memory-mapped. Channels, classes, task type and whether it holds volumes come from the flag and
     medmnist.INFO, or from the file or folder."""
 
@@ -276,7 +276,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
         self.samples, self.samples_per_class, self.download = samples, samples_per_class, download
         self.storage = storage
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.mapped: dict = {}  # split -> common.cache.MappedImages, with the memory-mapped storage
+        self.mapped: dict = {}  # split -> common.data.cache.MappedImages, with the memory-mapped storage
         self.transfer_device: torch.device | None = None  # where batches are copied to, when the data stay on the host
         self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # pretraining's images with --extra-unlabelled
         self.monitor: MedMNISTDataModule | None = None  # --monitor-dataset: its splits serve pretraining's kNN monitor

@@ -2,7 +2,7 @@
 
 Every option is checked as it is parsed, before anything is imported that takes seconds (torch, Lightning) and
 before a run folder exists: numbers against their ranges (`Number`), names against their lists, the data set and
-its size against MedMNIST's table (common.flags), the accelerator against this machine (common.hardware). Each
+its size against MedMNIST's table (common.data.registry), the accelerator against this machine (common.training.hardware). Each
 mistake is one line, `error: ...`, exit code 2.
 
 Train commands take `--config FILE` (YAML or JSON: option names as keys, with - or _; the `config.json` a run
@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common.flags import DEFAULT_DATA_DIR, check_size
-from common.scans.decode import FITS
-from common.sources import check_text, is_flag, resolve
-from common.hardware import ACCELERATORS, PRECISIONS, check_hardware
-from common.storage import IN_MEMORY_BYTES, STORAGES
+from common.data.registry import DEFAULT_DATA_DIR, check_size
+from common.data.scans.decode import FITS
+from common.data.sources import check_text, is_flag, resolve
+from common.training.hardware import ACCELERATORS, PRECISIONS, check_hardware
+from common.data.storage import IN_MEMORY_BYTES, STORAGES
 from models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem,
                               default_backbone)
 from models.stem_table import STEMS
@@ -95,7 +95,7 @@ MOMENTUM = Number(float, 0, 1, open_high=True)  # a moving average's: 1 would ne
 
 
 def dataset_flag(text: str) -> str:
-    """--dataset: a MedMNIST flag (common.flags; else the closest one named), a folder or an npz file."""
+    """--dataset: a MedMNIST flag (common.data.registry; else the closest one named), a folder or an npz file."""
     try:
         return check_text(text)
     except UserError as err:
@@ -247,7 +247,7 @@ def check_data_options(args: argparse.Namespace) -> None:
 
 
 def resolve_data(args: argparse.Namespace):
-    """--dataset resolved (common.sources: a folder decoded into its cache if it is not yet), its size checked; an
+    """--dataset resolved (common.data.sources: a folder decoded into its cache if it is not yet), its size checked; an
     npz file's own image size becomes --size. Returns the source."""
     if is_flag(args.dataset):
         check_size(args.dataset, args.size)

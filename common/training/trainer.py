@@ -22,10 +22,10 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from common import run_lock
-from common.hardware import check_precision
-from common.safety import MB, free_bytes, tensor_bytes, write_failure
-from common.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
+from common.training import run_lock
+from common.training.hardware import check_precision
+from common.training.safety import MB, free_bytes, tensor_bytes, write_failure
+from common.training.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
 

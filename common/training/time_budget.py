@@ -26,11 +26,11 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
-from common.safety import AtomicCheckpointIO
+from common.training.safety import AtomicCheckpointIO
 
 WARMUP_STEPS = 2  # ours: untimed first steps (allocations, cuDNN's algorithm search, lazy initialisation)
 TIMED_STEPS = 5  # ours: enough for a mean within a few per cent on a quiet machine, a second for a small CNN on a CPU
-FEATURE_SAMPLE = 1024  # ours: images encoded to time the kNN monitor's encoding (one FEATURE_BATCH of common.features)
+FEATURE_SAMPLE = 1024  # ours: images encoded to time the kNN monitor's encoding (one FEATURE_BATCH of common.evaluation.features)
 # ours: the share of the seconds left that the epochs are planned to fill, so that an estimate a few per cent short
 # (Lightning's hooks and logging are not in the timed steps: 2-7% of a step in scripts/benchmark.py; a busy
 # machine) still lets the schedule end before the clock stops it
@@ -95,7 +95,7 @@ def timed_steps(step: Callable[[], None], device: torch.device, warmup: int = WA
 
 
 def timed_save(state: dict, folder: Path) -> float:
-    """Seconds to save `state` as the run saves its checkpoints (common.safety.AtomicCheckpointIO: a temporary
+    """Seconds to save `state` as the run saves its checkpoints (common.training.safety.AtomicCheckpointIO: a temporary
     file, fsync, rename), in `folder`, where the run will write them; the file is deleted."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".time-budget-") as scratch:
@@ -128,7 +128,7 @@ def calibration_device(accelerator: str) -> torch.device:
 
 
 def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
-    """Optimisation steps of an epoch on each device: common.data's training loader with drop_last (each device
+    """Optimisation steps of an epoch on each device: common.data.datamodule's training loader with drop_last (each device
     takes n_train // world_size images, in batches of at most that many)."""
     per_device = n_train // world_size
     return per_device // max(1, min(batch_size, per_device))

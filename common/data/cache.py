@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.file_lock import exclusive_lock
-from common.npy_stream import member_shape, read_chunks, write_npy
+from common.data.file_lock import exclusive_lock
+from common.data.npy_stream import member_shape, read_chunks, write_npy
 from utils import UserError
 
 CACHE_VERSION = 1
