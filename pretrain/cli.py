@@ -11,12 +11,11 @@ from pathlib import Path
 from common.cli.parsers import (LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, dataset_flag,
                                 train_parser)
 from common.data.sources import known_dims
-from common.training.hardware import uses_gpu
 from common.augment.names import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS, AUGMENTATIONS_3D, augmentation_dims,
                                   default_augmentation)
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from pretrain.recipes import RECIPE_NAMES, apply_recipe
-from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams
+from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams, checked_sync_batchnorm
 from utils import UserError
 
 AUG_STRENGTH_RANGE = Number(float, 0, 2, open_low=True)  # ours: at 2 the crop keeps 1% of an image at least
@@ -98,17 +97,6 @@ def pretrain_main(method: type[MethodHparams], argv=None) -> Path:
     from pretrain.run import pretrain
 
     return pretrain(method.module_class(), args, **method.method_options(args))
-
-
-def checked_sync_batchnorm(method, args) -> bool:
-    """--sync-batchnorm, or the method's default on GPUs (off on the CPU, where torch has no SyncBatchNorm)."""
-    on_gpu = uses_gpu(str(args.accelerator))
-    if args.sync_batchnorm is None:
-        return method.SYNC_BATCHNORM and on_gpu
-    if args.sync_batchnorm and not on_gpu:
-        raise UserError("--sync-batchnorm needs GPUs: torch's SyncBatchNorm runs on CUDA only",
-                        "leave it out on the CPU (each process then normalises its own batch)")
-    return args.sync_batchnorm
 
 
 def checked_augmentation(aug: str | None, flag: str) -> str:

@@ -11,6 +11,8 @@ import argparse
 import importlib
 
 from common.augment.names import AUGMENTATIONS
+from common.training.hardware import uses_gpu
+from utils import UserError
 
 BATCH_SIZE = 256  # the study's: min(256, N)
 MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation images; every 2nd epoch keeps it
@@ -76,3 +78,14 @@ class MethodHparams:
         """The method's LightningModule (imports torch)."""
         module, name = cls.MODULE.split(":")
         return getattr(importlib.import_module(module), name)
+
+
+def checked_sync_batchnorm(method, args) -> bool:
+    """--sync-batchnorm, or the method's default on GPUs (off on the CPU, where torch has no SyncBatchNorm)."""
+    on_gpu = uses_gpu(str(args.accelerator))
+    if args.sync_batchnorm is None:
+        return method.SYNC_BATCHNORM and on_gpu
+    if args.sync_batchnorm and not on_gpu:
+        raise UserError("--sync-batchnorm needs GPUs: torch's SyncBatchNorm runs on CUDA only",
+                        "leave it out on the CPU (each process then normalises its own batch)")
+    return args.sync_batchnorm

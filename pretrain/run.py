@@ -18,8 +18,7 @@ from common.training.time_budget import (CALIBRATION_SHARE, FEATURE_SAMPLE, Cali
 from common.training.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
-from pretrain.cli import checked_sync_batchnorm
-from pretrain.hparams import BATCH_SIZE, EPOCHS, KNN_MONITOR
+from pretrain.hparams import BATCH_SIZE, EPOCHS, KNN_MONITOR, checked_sync_batchnorm
 from utils import UserError, models_dir, resolve_encoder, seed_everything
 
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}  # the precisions that train under autocast

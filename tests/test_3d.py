@@ -18,7 +18,7 @@ from models.pixels import RawPixels
 from models.resnet3d import ResNet3DEncoder
 from pretrain.base import knn_monitor_metrics
 from pretrain.simclr import train as simclr_train
-from scripts import label_efficiency
+from experiments import label_efficiency
 from utils import UserError, models_dir, run_cli
 
 NETWORKS_3D = [(name, stem) for name, entry in BACKBONES.items() if entry.dims == 3 for stem in (entry.stems or (None,))]

@@ -4,7 +4,6 @@ No timing is asserted: these machines are shared, and a benchmark's numbers are 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -14,12 +13,9 @@ import pytest
 from common.data.synthetic import write_synthetic
 from common.data.datamodule import MedMNISTDataModule
 from conftest import REPO
+from experiments import benchmark
 from pretrain import METHODS
 from utils import UserError
-
-_spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-benchmark = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(benchmark)
 
 SECTIONS = ("compute", "pretrain", "monitor", "augment", "logreg", "memory")
 

@@ -109,11 +109,11 @@ def test_resume_of_a_ddp_run_continues_where_it_stopped(ddp):
 def test_sync_batchnorm_is_each_methods_default_on_gpus_only(monkeypatch, method, on_gpu, given, expected):
     from types import SimpleNamespace
 
-    from pretrain import cli, method_class
+    from pretrain import hparams, method_class
 
-    monkeypatch.setattr(cli, "uses_gpu", lambda accelerator: on_gpu)
+    monkeypatch.setattr(hparams, "uses_gpu", lambda accelerator: on_gpu)
     args = SimpleNamespace(sync_batchnorm=given, accelerator="auto")
-    assert cli.checked_sync_batchnorm(method_class(method), args) is expected
+    assert hparams.checked_sync_batchnorm(method_class(method), args) is expected
 
 
 def test_sync_batchnorm_on_the_cpu_is_a_one_line_error(data_dir, output_root, capsys):

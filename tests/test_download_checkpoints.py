@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -18,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common import zenodo
-from common.download import select
-from common.zenodo import RecordFile, human_size, parse_record_id
+from experiments import zenodo
+from experiments.download import select
+from experiments.zenodo import RecordFile, human_size, parse_record_id
 from utils import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,9 +31,7 @@ STAGE_DIRS = {
     "resnet": Path("downstream/resnet/models"),
 }
 
-_spec = importlib.util.spec_from_file_location("download_checkpoints", SCRIPT)
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+from experiments import download_checkpoints as script  # noqa: E402  (SCRIPT: its entry point)
 
 
 # --------------------------------------------------------------------- checkpoints

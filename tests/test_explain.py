@@ -17,7 +17,7 @@ from models.backbones import build_backbone
 from models.imagenet import imagenet_weights
 from models.topk_pool import TopKPatchPool
 from pretrain.simclr import train as simclr_train
-from scripts import label_efficiency
+from experiments import label_efficiency
 from utils import models_dir, run_cli
 
 

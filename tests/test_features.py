@@ -11,7 +11,7 @@ from models import feature_choice
 from models.backbones import BACKBONES, build_backbone
 from models.stages import all_stages, read_features, split_candidates
 from pretrain.simclr import train as simclr_train
-from scripts import label_efficiency
+from experiments import label_efficiency
 from utils import UserError, models_dir, run_cli
 
 NETWORKS = [("small_cnn", None, 28), ("resnet18", "imagenet", 28), ("resnet18", "small", 28), ("vit_tiny", None, 28),

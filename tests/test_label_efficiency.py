@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import pytest
 
 from pretrain.simclr import train as simclr_train
-from scripts import label_efficiency
-from scripts.label_efficiency_report import plot, read_rows, summary_markdown
+from experiments import label_efficiency
+from experiments.label_efficiency_report import plot, read_rows, summary_markdown
 from utils import models_dir, run_cli
 
 ARGS = ["--dataset", "breastmnist", "--labels", "5", "all", "--seeds", "0", "1", "--probe-epochs", "3", "--references", "random", "pixels",

@@ -1,5 +1,6 @@
-"""Dependencies point one way: stages -> shared library (common/, models/, utils.py). The shared library never
-imports a stage, no stage imports another stage's internals, and nothing downstream names a method."""
+"""Dependencies point one way: utils <- models <- common <- stages (pretrain/, downstream/) <- experiments/ <-
+scripts/ (entry points). No layer imports one above it, no module takes part in an import cycle, no stage imports
+another stage's internals, and nothing downstream names a method."""
 import ast
 import re
 
@@ -8,14 +9,31 @@ import pytest
 import pretrain
 from conftest import REPO
 
+LAYERS = [["utils.py"], ["models"], ["common"], ["pretrain", "downstream"], ["experiments"], ["scripts"]]
 SHARED = ["common", "models", "utils.py"]
-STAGE_PACKAGES = ("pretrain", "downstream", "scripts")
+STAGE_PACKAGES = ("pretrain", "downstream", "scripts", "experiments")
+# entry points that keep a stage folder's command line (python pretrain/feature_analysis.py): main from experiments/
+ENTRY_POINTS = {"pretrain/feature_analysis.py"}
 
 
 def python_files(*places: str):
     for place in places:
         path = REPO / place
         yield from ([path] if path.suffix == ".py" else sorted(path.rglob("*.py")))
+
+
+def module_name(path) -> str:
+    relative = path.relative_to(REPO).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def layer_of(name: str) -> int | None:
+    top = name.split(".")[0]
+    for index, places in enumerate(LAYERS):
+        if any(top == place.removesuffix(".py") for place in places):
+            return index
+    return None
 
 
 def imported_modules(path) -> set[str]:
@@ -57,5 +75,46 @@ def test_nothing_downstream_names_a_method():
 def test_only_models_builds_networks():
     """A backbone is one registry entry: nothing outside models/ constructs an encoder class directly."""
     classes = re.compile(r"\b(ResNetEncoder|SmallCNN|ConvStemViT|VisionTransformer|torchvision\.models\.resnet\w*)\(")
-    for path in python_files("common", "pretrain", "downstream", "scripts", "utils.py"):
+    for path in python_files("common", "pretrain", "downstream", "experiments", "scripts", "utils.py"):
         assert not classes.search(path.read_text()), path.relative_to(REPO)
+
+
+@pytest.mark.parametrize("layer", range(len(LAYERS)), ids=lambda i: "+".join(LAYERS[i]))
+def test_no_layer_imports_one_above_it(layer):
+    for path in python_files(*LAYERS[layer]):
+        if str(path.relative_to(REPO)) in ENTRY_POINTS:
+            continue
+        above = {m for m in imported_modules(path) if (layer_of(m) or 0) > layer}
+        assert not above, f"{path.relative_to(REPO)} (layer {'+'.join(LAYERS[layer])}) imports {sorted(above)}"
+
+
+def test_entry_points_are_short_and_hold_no_library():
+    for path in [*python_files("scripts"), *(REPO / p for p in ENTRY_POINTS)]:
+        tree = ast.parse(path.read_text())
+        definitions = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not definitions and len(path.read_text().splitlines()) <= 15, path.relative_to(REPO)
+    assert not (REPO / "scripts" / "__init__.py").exists()  # entry points, not a package
+
+
+def test_no_import_cycles():
+    """Module-level and function-level imports alike: a cycle through a lazy import is still a cycle."""
+    modules = {module_name(p): p for p in python_files("utils.py", "models", "common", "pretrain", "downstream",
+                                                          "experiments")}
+    graph = {name: {m for m in imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+    state, stack = {}, []
+
+    def visit(name):
+        state[name] = "open"
+        stack.append(name)
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                cycle = stack[stack.index(other):] + [other]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if other not in state:
+                visit(other)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)

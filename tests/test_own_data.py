@@ -20,7 +20,7 @@ from events import scalar_values
 from fakedata import write_npz
 from pretrain import test as pretrain_test
 from pretrain.simclr import train as simclr_train
-from scripts import label_efficiency
+from experiments import label_efficiency
 from utils import run_cli
 
 def data_of(text: str, **options) -> MedMNISTDataModule:

@@ -9,7 +9,8 @@ import torch
 
 import utils
 from downstream.resnet import train as resnet_train
-from pretrain import feature_analysis, preview
+from experiments import feature_analysis
+from pretrain import preview
 from pretrain.simclr import train as simclr_train
 
 SILHOUETTE = re.compile(r"silhouette score: (-?\d+\.\d+)")

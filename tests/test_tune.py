@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from pretrain import base
 from pretrain.simclr.hparams import SimCLRHparams
 from pretrain.simclr.train import build_parser as simclr_parser
-from scripts import tune, tuning
+from experiments import tune, tuning
 from utils import models_dir
 
 STUDY = "tune-simclr-breastmnist"
@@ -139,7 +139,7 @@ class NoTest(dict):
 def test_the_few_label_objective_is_the_probe_on_train_draws_scored_on_val_only(data_dir, output_root, tmp_path,
                                                                                  capsys):
     from common.data.datamodule import MedMNISTDataModule
-    from scripts.few_label import few_label_score
+    from experiments.few_label import few_label_score
 
     storage = f"sqlite:///{tmp_path / 'few.db'}"
     written = tune.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--backbone", "small_cnn",

@@ -33,8 +33,9 @@ from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHpara
 from utils import UserError, atomic_path, atomic_write_text, models_dir
 
 OBJECTIVE = KNN_MONITOR[0]  # val/knn_auroc: the online kNN monitor's validation AUROC (labels of train and val)
-FEW_LABEL = "val/few_label_auroc"  # --objective few-label: scripts.few_label's score (train and val only)
+FEW_LABEL = "val/few_label_auroc"  # --objective few-label: experiments.few_label's score (train and val only)
 OBJECTIVES = {"knn": OBJECTIVE, "few-label": FEW_LABEL}
+TUNE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune.py"  # what --n-jobs starts its workers with
 # --objective few-label also searches which features to read (models.feature_choice), and with --search-backbone the
 # network: the stages every searched network has (a ViT has 11, the CNNs 4)
 FEATURES_SEARCH = ("choice", "last", "stage:1", "stage:2", "stage:3", "stages")
@@ -208,7 +209,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
 def objective_function(method: type[MethodHparams], base: list[str], space: dict, budget: int, study_name: str,
                        search=None, data=None):
     """The objective: one pretraining run of the trial's options; its monitor's last value, or with --objective
-    few-label (`search`: tune.py's options) scripts.few_label's score of its checkpoint on `data`."""
+    few-label (`search`: tune.py's options) experiments.few_label's score of its checkpoint on `data`."""
     from pretrain.run import pretrain
 
     module = method.module_class()
@@ -229,7 +230,7 @@ def objective_function(method: type[MethodHparams], base: list[str], space: dict
         print(f"\ntrial {trial.number}: " + ", ".join(f"{k} {format_value(v)}" for k, v in params.items()), flush=True)
         final = pretrain(module, args, callbacks=[pruning], **method.method_options(args))
         if few_label:
-            from scripts.few_label import few_label_score
+            from experiments.few_label import few_label_score
 
             score = few_label_score(final, data, args.features, search.labels, search.draws, args.accelerator)
             trial.set_user_attr("few_label_aurocs", score["aurocs"])
@@ -273,7 +274,7 @@ def run_workers(argv: list[str], n_jobs: int) -> None:
     the same study."""
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads of each worker
-    workers = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("tune.py")), *argv, "--n-jobs", "1",
+    workers = [subprocess.Popen([sys.executable, str(TUNE_SCRIPT), *argv, "--n-jobs", "1",
                                  "--worker", str(index)], env=env) for index in range(1, n_jobs + 1)]
     codes = [worker.wait() for worker in workers]
     if any(codes):
@@ -487,7 +488,7 @@ def run(args, argv: list[str]) -> dict:
 def write_untrained(folder: Path, data, space: dict, args) -> Path:
     """untrained.md: the few-label objective on random-init networks (the searched ones, else --backbone's), read at
     every searched feature: the reference every trial's score stands beside. Prints the strongest."""
-    from scripts.few_label import untrained_scores
+    from experiments.few_label import untrained_scores
 
     tags = list(space["network"][1:]) if "network" in space else [f"{args.backbone or default_backbone(data.dims)}"
                                                                    + (f"-{args.stem}" if args.stem else "")]

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from common.zenodo import CHUNK, RecordFile, download, file_digest, human_size
+from experiments.zenodo import CHUNK, RecordFile, download, file_digest, human_size
 from utils import DOWNSTREAM_STAGES, UserError, atomic_path, output_root, pretrain_stages, stage_folder
 
 DOWNLOADS = ".downloads"  # under the root: <name>.part files (resumed by the next run) and unpacked zips

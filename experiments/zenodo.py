@@ -1,5 +1,5 @@
 """Zenodo records over plain HTTP (urllib): a record's file list, and one file's download with resume,
-retries with exponential back-off and a checksum check. Filing the files is `common.download`'s job.
+retries with exponential back-off and a checksum check. Filing the files is `experiments.download`'s job.
 
     GET <api-url>/records/<id>  ->  {"files": [{"key", "size", "checksum": "md5:<hex>", "links": {"self"}}]}
 """
