@@ -1,4 +1,4 @@
-"""The linear probe's defaults (the study's, REFERENCE.md "Downstream"), without torch: the command line's."""
+"""The linear probe's defaults (the study's, docs/REFERENCE.md "Downstream"), without torch: the command line's."""
 LR = 1e-3
 WEIGHT_DECAY = 1e-3
 MILESTONES = (0.6, 0.8)  # fractions of max_epochs where the learning rate drops

@@ -1,4 +1,4 @@
-"""SimCLR's defaults (the study's, REFERENCE.md "Pretraining"), its command-line options and search space."""
+"""SimCLR's defaults (the study's, docs/REFERENCE.md "Pretraining"), its command-line options and search space."""
 from __future__ import annotations
 
 from common.cli.parsers import TEMPERATURE as TEMPERATURE_RANGE
