@@ -2,28 +2,25 @@
 search space, without torch), `module.py` (the method: a subclass of its hparams and of
 `pretrain.base.PretrainModule`, adding its heads and loss), `loss.py`, a thin `train.py` and a README.
 
-METHODS maps the name a checkpoint records (`method`) to its hparams class; nothing outside pretrain/ names a
-method.
+METHODS maps the name a checkpoint records (`method`) to its hparams class; a new method is one folder and one
+entry in HPARAMS. Nothing outside pretrain/ names a method.
 """
 from __future__ import annotations
 
-import importlib
-
+from pretrain.byol.hparams import BYOLHparams
+from pretrain.moco.hparams import MoCoHparams
+from pretrain.simclr.hparams import SimCLRHparams
 from utils import UserError
 
-METHODS = {
-    "simclr": "pretrain.simclr.hparams:SimCLRHparams",
-    "moco": "pretrain.moco.hparams:MoCoHparams",
-    "byol": "pretrain.byol.hparams:BYOLHparams",
-}
+HPARAMS = (SimCLRHparams, MoCoHparams, BYOLHparams)  # the light classes: no torch until a method runs
+METHODS = {hparams.NAME: hparams for hparams in HPARAMS}
 
 
 def method_hparams(name: str):
     """The MethodHparams subclass of method `name` (no torch)."""
     if name not in METHODS:
         raise UserError(f"unknown pretraining method {name!r}", f"this version knows {', '.join(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return METHODS[name]
 
 
 def method_class(name: str):

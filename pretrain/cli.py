@@ -91,6 +91,17 @@ def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace
         checked_sync_batchnorm(method, args)
 
 
+def method_command(method: type[MethodHparams]):
+    """(build_parser, main) of a method's train.py: all that differs between them is `method`."""
+    def build_parser() -> Parser:
+        return pretrain_parser(method)
+
+    def main(argv=None) -> Path:
+        return pretrain_main(method, argv)
+
+    return build_parser, main
+
+
 def pretrain_main(method: type[MethodHparams], argv=None) -> Path:
     """A method's train.py: parse and check the options, then pretrain (importing torch only then)."""
     args = pretrain_parser(method).parse_args(argv)

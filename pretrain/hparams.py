@@ -42,7 +42,6 @@ class MethodHparams:
     NAME = ""  # recorded in checkpoints as `method`; the folder pretrain/<NAME>/
     TITLE = ""  # for messages: "SimCLR", "MoCo v2", ...
     RUN_PREFIX = ""  # default run name: <RUN_PREFIX>-<dataset>
-    MODULE = ""  # "pretrain.<name>.module:<Class>": the LightningModule, imported to run
     # the method's own rule for the best checkpoint (`--select-by contrastive`): (metric, mode), or None to keep
     # the last one; by default every method's best checkpoint is chosen by the kNN monitor (KNN_MONITOR)
     OWN_MONITOR: tuple[str, str] | None = ("val/loss", "min")
@@ -75,9 +74,14 @@ class MethodHparams:
 
     @classmethod
     def module_class(cls):
-        """The method's LightningModule (imports torch)."""
-        module, name = cls.MODULE.split(":")
-        return getattr(importlib.import_module(module), name)
+        """The method's LightningModule (imports torch), by one rule: the subclass of this hparams class in the
+        `module.py` beside its `hparams.py` (pretrain.simclr.hparams.SimCLRHparams -> pretrain.simclr.module)."""
+        module = importlib.import_module(cls.__module__.rpartition(".")[0] + ".module")
+        found = [value for value in vars(module).values()
+                 if isinstance(value, type) and issubclass(value, cls) and value.__module__ == module.__name__]
+        if len(found) != 1:
+            raise TypeError(f"{module.__name__} defines {len(found)} subclasses of {cls.__name__}; expected one")
+        return found[0]
 
 
 def checked_sync_batchnorm(method, args) -> bool:

@@ -1,8 +1,9 @@
 """Momentum (exponential moving average) copies of networks, for methods with a slow-moving twin of their
-encoder (e.g. MoCo's key encoder)."""
+encoder and head: MoCo's key encoder and projector, BYOL's target encoder and projector."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -14,8 +15,9 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
-    """theta_target <- momentum * theta_target + (1 - momentum) * theta_online, for every parameter.
-    Buffers (batch-norm statistics) are the target's own, from its own forward passes."""
-    for p_online, p_target in zip(online.parameters(), target.parameters(), strict=True):
-        p_target.lerp_(p_online.detach(), 1.0 - momentum)
+def ema_update(pairs: Iterable[tuple[nn.Module, nn.Module]], momentum: float) -> None:
+    """theta_target <- momentum * theta_target + (1 - momentum) * theta_online, for every parameter of every
+    (online, target) pair. Buffers (batch-norm statistics) are the target's own, from its own forward passes."""
+    for online, target in pairs:
+        for p_online, p_target in zip(online.parameters(), target.parameters(), strict=True):
+            p_target.lerp_(p_online.detach(), 1.0 - momentum)

@@ -2,7 +2,7 @@
 
 Its options and main live in experiments/download_checkpoints.py; `--help` lists them.
 """
-from experiments.download_checkpoints import main
+from experiments.download_checkpoints import build_parser, main  # noqa: F401  (build_parser: for --help tools and tests)
 from utils import run_cli
 
 if __name__ == "__main__":

@@ -53,9 +53,9 @@ def test_momentum_update_moves_the_copy_towards_the_online_network():
     before = target.weight.detach().clone()
     with torch.no_grad():
         online.weight.add_(1.0)
-    ema_update(online, target, momentum=0.9)
+    ema_update([(online, target)], momentum=0.9)
     assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight)
-    ema_update(online, target, momentum=0.0)
+    ema_update([(online, target)], momentum=0.0)
     assert torch.equal(target.weight, online.weight)
 
 

@@ -10,7 +10,6 @@ TARGET_MOMENTUM = 0.99  # start of the cosine schedule to 1: lightly's CIFAR-10 
 
 class BYOLHparams(MethodHparams):
     NAME, TITLE, RUN_PREFIX = "byol", "BYOL", "byol"
-    MODULE = "pretrain.byol.module:BYOL"
     OWN_MONITOR = None  # the loss is measured against a target that moves every step: keep the last checkpoint
     # BYOL trained with LARS (0.2 per 256 images, wd 1.5e-6); torch has no LARS, so SGD as in lightly's CIFAR-10
     # benchmark (0.06 per 128 images, momentum 0.9, wd 5e-4), the setting of its published BYOL numbers

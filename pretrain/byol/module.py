@@ -7,17 +7,12 @@ import math
 import torch
 from torch import nn
 
+from models.heads import batchnorm_mlp
 from pretrain.base import PretrainModule
 from pretrain.byol.hparams import PROJECTION_DIM, PROJECTION_HIDDEN, TARGET_MOMENTUM, BYOLHparams
 from pretrain.byol.loss import byol_loss
 from pretrain.momentum import ema_update, momentum_copy
 
-
-
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """BYOL's projector and predictor: Linear, BatchNorm1d, ReLU, Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-                         nn.Linear(hidden_dim, out_dim))
 
 
 def target_momentum(base: float, progress: float) -> float:
@@ -30,8 +25,8 @@ class BYOL(BYOLHparams, PretrainModule):
     def __init__(self, target_momentum: float = TARGET_MOMENTUM, projection_dim: int = PROJECTION_DIM,
                  projection_hidden: int = PROJECTION_HIDDEN, **base):
         super().__init__(**base)
-        self.projector = mlp(self.encoder.feature_dim, projection_hidden, projection_dim)
-        self.predictor = mlp(projection_dim, projection_hidden, projection_dim)
+        self.projector = batchnorm_mlp(self.encoder.feature_dim, projection_hidden, projection_dim)
+        self.predictor = batchnorm_mlp(projection_dim, projection_hidden, projection_dim)
         self.target_encoder, self.target_projector = momentum_copy(self.encoder), momentum_copy(self.projector)
 
     def on_encoder_loaded(self) -> None:
@@ -50,8 +45,7 @@ class BYOL(BYOLHparams, PretrainModule):
         n, metrics = len(views) // 2, {}
         if split == "train":
             tau = self.momentum()
-            ema_update(self.encoder, self.target_encoder, tau)
-            ema_update(self.projector, self.target_projector, tau)
+            ema_update(((self.encoder, self.target_encoder), (self.projector, self.target_projector)), tau)
             metrics["target_momentum"] = torch.tensor(tau)
         predictions = self(views)  # both views in one pass
         with torch.no_grad():

@@ -16,7 +16,6 @@ SYMMETRIC = True  # MoCo's CIFAR-10 demo: each view is a query of the other (twi
 
 class MoCoHparams(MethodHparams):
     NAME, TITLE, RUN_PREFIX = "moco", "MoCo v2", "moco"
-    MODULE = "pretrain.moco.module:MoCo"
     # the loss and the rank of the positive are measured against a queue that changes every step, so they do
     # not compare between epochs (a random network ranks first, until the queue holds real keys): keep the last
     OWN_MONITOR = None

@@ -69,8 +69,8 @@ class MoCo(MoCoHparams, PretrainModule):
     def step(self, views: torch.Tensor, split: str):
         n = len(views) // 2
         if split == "train":  # the key networks follow the query networks before this step's keys (MoCo)
-            ema_update(self.encoder, self.key_encoder, self.hparams.key_momentum)
-            ema_update(self.projector, self.key_projector, self.hparams.key_momentum)
+            ema_update(((self.encoder, self.key_encoder), (self.projector, self.key_projector)),
+                       self.hparams.key_momentum)
         if self.hparams.symmetric:  # queries of both views; the positive of view 1's query is view 2's key
             queries, keys = self(views), self.keys(views, split).roll(n, dims=0)
         else:

@@ -13,7 +13,6 @@ LOSSES = ("ntxent", "dcl")  # dcl: the decoupled loss (Yeh et al. 2022), see los
 class SimCLRHparams(MethodHparams):
     NAME, TITLE = "simclr", "SimCLR"
     RUN_PREFIX = "pretrain"  # the study's names: pretrain-<flag>.ckpt
-    MODULE = "pretrain.simclr.module:SimCLR"
     OWN_MONITOR = ("val/acc_top5", "max")  # the study chose its best checkpoint on val acc_top5
     OPTIMIZER, LR, WEIGHT_DECAY = "adamw", 5e-4, 1e-4  # the study's
     LR_FLOOR = 1 / 50  # the study: cosine annealing down to lr / 50
