@@ -49,7 +49,7 @@ from common.data.synthetic import write_synthetic
 from common.training.hardware import check_precision
 from common.training.trainer import peak_rss_mb
 from models.backbones import BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D
-from models.stem_table import STEMS
+from models.choices import STEMS
 from pretrain import METHODS
 from pretrain.cli import checked_augmentation
 from utils import QUIET_WARNINGS, UserError, atomic_write_text

@@ -48,7 +48,7 @@ from downstream.resnet import test as finetune_test, train as finetune_train
 from models.checkpoints import load_encoder
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from models.imagenet import IMAGENET, imagenet_encoder
-from models.names import RANDOM
+from models.choices import RANDOM
 from models.pixels import PIXELS
 from experiments.benchmarking import quiet_lightning
 from experiments.label_efficiency_report import PROTOCOLS, read_rows, write_reports, write_rows, write_table

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from models.stem_table import STEMS
+from models.choices import STEMS
 from utils import UserError
 
 if TYPE_CHECKING:
@@ -45,9 +45,9 @@ def _vit(size: str) -> Backbone:
         from models.vit import ConvStemViT
         return ConvStemViT(size, in_channels, image_size, patch_topk)
 
-    from models.vit_sizes import SIZES  # no torch
+    from models.choices import VIT_SIZES  # no torch
 
-    return Backbone(build, fixed_size=True, patch_topk=True, stages=SIZES[size]["num_layers"],
+    return Backbone(build, fixed_size=True, patch_topk=True, stages=VIT_SIZES[size]["num_layers"],
                     about=f"ViT-{size[0].upper()} with a convolutional stem (Xiao et al. 2021), torchvision's; "
                           "--patch-topk K: the top-K patch head")
 

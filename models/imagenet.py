@@ -17,7 +17,7 @@ from torch import nn
 
 from models.backbones import build_backbone
 from models.checkpoints import load_weights
-from models.names import IMAGENET
+from models.choices import IMAGENET
 from utils import UserError
 
 WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}

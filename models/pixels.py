@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.names import PIXELS
+from models.choices import PIXELS
 
 MAX_FEATURES = 32768  # ours: the L-BFGS probe on 64^3 = 262,144 raw voxels took over 10 min per label-efficiency cell
                       # on a 2-core CPU; 32^3 keeps it to about an eighth of that, and 28^3 (21,952) stays whole

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from models.stem import StemConv2d
-from models.stem_table import STEMS
+from models.choices import STEMS
 
 # depth -> (block, layers), as in torchvision.models.resnet18/34/50
 DEPTHS = {

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Bottleneck, Conv3DSimple, VideoResNet
 
-from models.stem_table import STEMS
+from models.choices import STEMS
 
 DEPTHS_3D = {"resnet18_3d": (BasicBlock, [2, 2, 2, 2]), "resnet50_3d": (Bottleneck, [3, 4, 6, 3])}
 STEM_WIDTH = 64  # as torchvision's stems

@@ -17,7 +17,7 @@ from torchvision.models.vision_transformer import ConvStemConfig, VisionTransfor
 
 from models.stem import StemConv2d
 from models.topk_pool import TopKPatchPool
-from models.vit_sizes import SIZES
+from models.choices import VIT_SIZES
 
 MAX_TOKENS = 256  # the patch size is the smallest power of two >= 4 giving at most 16x16 tokens
 MIN_PATCH = 4  # 28 px -> 7x7 tokens, 64 px -> 16x16, 128 px -> patch 8, 224 px -> patch 16 (ViT's own)
@@ -44,9 +44,9 @@ class ConvStemViT(VisionTransformer):
     `patch_topk` K the top-K patch head's embedding (models.topk_pool), whose scores `patch_scores` returns."""
 
     def __init__(self, size: str = "tiny", in_channels: int = 3, image_size: int = 28, patch_topk: int | None = None):
-        if size not in SIZES:
-            raise ValueError(f"unknown ViT size {size!r}; choose one of {', '.join(SIZES)}")
-        config = SIZES[size]
+        if size not in VIT_SIZES:
+            raise ValueError(f"unknown ViT size {size!r}; choose one of {', '.join(VIT_SIZES)}")
+        config = VIT_SIZES[size]
         patch = patch_size(image_size)
         super().__init__(image_size=image_size, patch_size=patch, conv_stem_configs=stem_configs(patch, config["hidden_dim"]),
                          norm_layer=partial(nn.LayerNorm, eps=1e-6), **config)

@@ -26,7 +26,7 @@ from common.training.hardware import ACCELERATORS, PRECISIONS, check_hardware
 from common.data.storage import IN_MEMORY_BYTES, STORAGES
 from models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_BACKBONE_3D, check_patch_topk, check_stem,
                               default_backbone)
-from models.stem_table import STEMS
+from models.choices import STEMS
 from utils import UserError
 
 DEFAULT_SIZE = 28  # MedMNIST's original image size

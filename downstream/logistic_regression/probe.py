@@ -17,7 +17,7 @@ from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
 from models.feature_choice import LAST
 from models.imagenet import imagenet_encoder
-from models.names import IMAGENET, PIXELS, RANDOM
+from models.choices import IMAGENET, PIXELS, RANDOM
 from models.pixels import RawPixels
 from models.stages import read_features
 from utils import UserError, resolve_encoder, seed_everything

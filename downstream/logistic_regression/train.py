@@ -10,7 +10,7 @@ from __future__ import annotations
 from common.evaluation import probe_defaults as probe_hparams
 from common.cli.parsers import LEARNING_RATE, WEIGHT_DECAY, add_backbone_options, add_samples_per_class, train_parser
 from models.feature_choice import FEATURES_HELP, feature_option
-from models.names import IMAGENET, PIXELS, RANDOM
+from models.choices import IMAGENET, PIXELS, RANDOM
 from utils import run_cli
 
 

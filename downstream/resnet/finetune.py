@@ -14,7 +14,7 @@ from downstream.resnet.explain import log_heatmaps
 from downstream.resnet.module import FinetuneClassifier
 from models.checkpoints import load_encoder, load_weights
 from models.imagenet import imagenet_encoder
-from models.names import IMAGENET
+from models.choices import IMAGENET
 from utils import UserError, resolve_encoder, seed_everything
 
 
