@@ -15,6 +15,7 @@ from common.evaluation.features import extract_features
 from common.data.normalize import normalize, to_unit
 from common.training.time_budget import (CALIBRATION_SHARE, FEATURE_SAMPLE, Calibration, TimeBudget, calibration_device,
                                          preserved_rng, timed_save, timed_steps)
+from common.training.options import TrainerOptions
 from common.training.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
@@ -82,8 +83,8 @@ def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Pa
         budget = time_budget(model, data, args, models_dir(method.NAME))
         callbacks, options["max_epochs"] = [*callbacks, budget], model.hparams.max_epochs  # until its set-up plans them
         about["time_budget"] = budget.record  # the same dict: the callback adds the plan and what the run achieved
-    return fit_and_save(method.NAME, name, args, model, data, monitor=monitor, mode=mode, about=about,
-                        callbacks=callbacks, trainer_options=options)
+    return fit_and_save(method.NAME, name, TrainerOptions.from_args(args), vars(args), model, data, monitor=monitor,
+                        mode=mode, about=about, callbacks=callbacks, trainer_options=options)
 
 
 def other_source(text: str, option: str, data: MedMNISTDataModule, args, labels: str | None = "none"):

@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from common.training import run_lock
+from common.training.options import TrainerOptions
 from common.training.hardware import check_precision
 from common.training.safety import MB, free_bytes, tensor_bytes, write_failure
 from common.training.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
@@ -91,15 +92,15 @@ def resume_point(stage: str, name: str) -> tuple[int, Path]:
     return max(versions, default=0), newest
 
 
-def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, record: dict | None = None,
-                  version: int | None = None, callbacks: list | tuple = (), **overrides) -> pl.Trainer:
+def build_trainer(stage: str, name: str, run: TrainerOptions, monitor: str | None, mode: str,
+                  record: dict | None = None, version: int | None = None, callbacks: list | tuple = (),
+                  **overrides) -> pl.Trainer:
     """A Trainer logging to TensorBoard, keeping the best (by `monitor`; none without one) checkpoint and a
     `last.ckpt` saved every epoch (and every --checkpoint-every-n-steps), written atomically."""
-    check_precision(str(args.precision), str(args.accelerator))
+    check_precision(str(run.precision), str(run.accelerator))
     logger = TensorBoardLogger(models_dir(stage) / "tb_logs", name=name, version=version, default_hp_metric=False)
-    every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
     latest = ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
-                             save_on_train_epoch_end=True, every_n_train_steps=every_n_steps)
+                             save_on_train_epoch_end=True, every_n_train_steps=run.checkpoint_every_n_steps)
     callbacks = [latest, StopOnNonFiniteLoss(), FlushLogsWithCheckpoints(), TQDMProgressBar(refresh_rate=10),
                  *callbacks]
     if monitor is not None:
@@ -109,20 +110,20 @@ def build_trainer(stage: str, name: str, args, monitor: str | None, mode: str, r
     if record is not None:
         callbacks.append(SaveConfig(record))
     options = dict(
-        max_epochs=args.epochs,
-        accelerator=args.accelerator,
-        devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
-        num_nodes=getattr(args, "num_nodes", 1),
+        max_epochs=run.epochs,
+        accelerator=run.accelerator,
+        devices=int(run.devices) if str(run.devices).isdigit() else run.devices,
+        num_nodes=run.num_nodes,
         sync_batchnorm=False,  # pretraining's on GPUs: trainer_options; Lightning applies it on several devices
-        precision=args.precision,
+        precision=run.precision,
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        check_val_every_n_epoch=args.val_every,
+        check_val_every_n_epoch=run.val_every,
         num_sanity_val_steps=0,  # data are in memory and checked on load; validation costs an epoch's time
         log_every_n_steps=10,
         enable_model_summary=False,
-        deterministic=getattr(args, "deterministic", False),
+        deterministic=run.deterministic,
         default_root_dir=models_dir(stage) / "tb_logs" / name,  # where Lightning saves hpc_ckpt_<N>.ckpt on SLURM
     )
     options.update(overrides)
@@ -227,18 +228,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def fit_and_save(stage: str, name: str, args, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                 monitor: str | None, mode: str, about: dict, callbacks: list | tuple = (),
-                 trainer_options: dict | None = None) -> Path:
-    """Train with the shared Trainer (continuing the last attempt with --resume), then save the best
-    checkpoint as `<name>.ckpt`. The record beside it holds `args` (the options: a rerun's --config) and `about`
-    (what the run derived from them)."""
-    version, last = resume_point(stage, name) if getattr(args, "resume", False) else (None, None)
+def fit_and_save(stage: str, name: str, run: TrainerOptions, options: dict, model: pl.LightningModule,
+                 datamodule: pl.LightningDataModule, monitor: str | None, mode: str, about: dict,
+                 callbacks: list | tuple = (), trainer_options: dict | None = None) -> Path:
+    """Train with the shared Trainer as `run` says (continuing the last attempt with --resume), then save the best
+    checkpoint as `<name>.ckpt`. The record beside it holds `options` (the command's options: a rerun's --config)
+    and `about` (what the run derived from them)."""
+    version, last = resume_point(stage, name) if run.resume else (None, None)
     check_space(final_checkpoint(stage, name), model)
-    record = config_record({**vars(args), "name": name}, about)  # hashes the data file once
-    trainer = build_trainer(stage, name, args, monitor, mode, record=record, version=version, callbacks=callbacks,
+    record = config_record({**options, "name": name}, about)  # hashes the data file once
+    trainer = build_trainer(stage, name, run, monitor, mode, record=record, version=version, callbacks=callbacks,
                             **(trainer_options or {}))
-    if getattr(args, "compile", False) and hasattr(model, "encoder"):
+    if run.compile and hasattr(model, "encoder"):
         model.encoder.compile()  # in place: state-dict keys stay as they are
     if last is not None and trainer.global_rank == 0:
         print(f"resuming {name} from {last}")

@@ -12,6 +12,7 @@ from common.data.datamodule import MedMNISTDataModule
 from common.data.sources import describe
 from common.evaluation.report import run_test
 from common.evaluation.features import FeatureDataModule
+from common.training.options import TrainerOptions
 from common.training.trainer import check_output, file_md5, fit_and_save
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
@@ -95,8 +96,8 @@ def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features:
     args.encoder = str(encoder_path)  # the file it was, should the name later mean another
     args.features = model.hparams.features  # as it read them (the default resolved)
     about = {**data.about(), "network": encoder.backbone_options}
-    return fit_and_save("logistic_regression", name, args, model, features, monitor="val/acc", mode="max",
-                        about=about)
+    return fit_and_save("logistic_regression", name, TrainerOptions.from_args(args), vars(args), model, features,
+                        monitor="val/acc", mode="max", about=about)
 
 
 def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, args) -> dict:

@@ -9,6 +9,7 @@ from common.training import distributed
 from common.cli.parsers import new_network, size_suffix, subset_suffix
 from common.data.datamodule import MedMNISTDataModule
 from common.data.sources import short_name
+from common.training.options import TrainerOptions
 from common.training.trainer import check_output, fit_and_save
 from downstream.resnet.explain import log_heatmaps
 from downstream.resnet.module import FinetuneClassifier
@@ -71,7 +72,8 @@ def run(args) -> Path:
     check_output("resnet", name, args.overwrite, args.resume)
     args.init = "none" if init is None else str(init)  # the file it was, should the name later mean another
     about = {**data.about(), "network": options}
-    final = fit_and_save("resnet", name, args, model, data, monitor="val/acc", mode="max", about=about)
+    final = fit_and_save("resnet", name, TrainerOptions.from_args(args), vars(args), model, data, monitor="val/acc",
+                         mode="max", about=about)
     if distributed.rank() == 0:  # the grid of the final model on the validation split, also in TensorBoard
         record = json.loads(final.with_suffix(".config.json").read_text())
         log_heatmaps(final, data, record.get("tensorboard_dir"))
