@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakedata import SPLIT_SIZES, write_npz  # noqa: E402
+from helpers.fakedata import SPLIT_SIZES, write_npz  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from common.data.slices import mid_slices
 from common.data.synthetic import write_synthetic
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from downstream.resnet import test as finetune_test, train as finetune_train
-from fakedata import write_textures_3d
+from helpers.fakedata import write_textures_3d
 from models.backbones import BACKBONES, build_backbone, reads
 from models.checkpoints import load_encoder
 from models.pixels import RawPixels

@@ -68,7 +68,7 @@ def test_skip_leaves_sections_out(data_dir, capsys):
 
 
 def test_a_folder_of_scans_is_benchmarked_as_the_stages_read_it(tmp_path, output_root, capsys):
-    import scans
+    from helpers import scans
     folder = scans.png_class_folders(tmp_path / "pngs", n=24)
     results = benchmark.main(["--dataset", str(folder), "--batch-size", "4", "--steps", "1", "--warmup", "0",
                               "--skip", "compute", "pretrain", "monitor", "memory", "--lr-epochs", "1"])

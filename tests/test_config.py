@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.cli.parsers import COMMAND_ONLY, Number
-from events import scalar_values
+from helpers.events import scalar_values
 from utils import models_dir
 
 REPO = Path(__file__).resolve().parents[1]

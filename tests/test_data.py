@@ -10,7 +10,7 @@ import torch
 from common.data import registry as flags
 from common.data.datamodule import MedMNISTDataModule, select_subset
 from common.data.registry import dataset_info
-from fakedata import SPLIT_SIZES, write_npz
+from helpers.fakedata import SPLIT_SIZES, write_npz
 from utils import UserError
 
 

@@ -1,6 +1,6 @@
 """Real 2-process DDP on the CPU (gloo), launched by torchrun as the README's example launches a stage: gathered
 negatives, MoCo's queue, the sharded sampler, every stage's command line, files written once, --resume.
-The processes run tests/ddp_worker.py once for the module; each test reads what they measured."""
+The processes run tests/helpers/ddp_worker.py once for the module; each test reads what they measured."""
 import json
 import os
 import subprocess
@@ -26,7 +26,7 @@ def ddp(tmp_path_factory, data_dir):
     results.mkdir()
     env = {**os.environ, OUTPUT_ROOT_VARIABLE: str(root), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-               os.path.join(REPO, "tests", "ddp_worker.py"), str(results), str(data_dir)]
+               os.path.join(REPO, "tests", "helpers", "ddp_worker.py"), str(results), str(data_dir)]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     return [torch.load(results / f"rank{r}.pt", weights_only=False) for r in range(WORLD)], root, done.stdout

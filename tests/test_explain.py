@@ -12,7 +12,7 @@ from torch import nn
 from common.explain.heatmaps import attention_rollout, grad_cam, heatmaps
 from downstream.logistic_regression import explain as lr_explain, probe as lr_probe, test as lr_test, train as lr_train
 from downstream.resnet import explain as finetune_explain, test as finetune_test, train as finetune_train
-from events import image_tags
+from helpers.events import image_tags
 from models.backbones import build_backbone
 from models.imagenet import imagenet_weights
 from models.topk_pool import TopKPatchPool

@@ -15,10 +15,10 @@ from torch import nn
 
 import pretrain
 from conftest import REPO
-from events import scalar_tags, scalar_values
+from helpers.events import scalar_tags, scalar_values
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from downstream.resnet import test as finetune_test, train as finetune_train
-from fakedata import write_stripes
+from helpers.fakedata import write_stripes
 from pretrain.byol import train as byol_train
 from pretrain.byol.loss import byol_loss
 from pretrain.byol.module import target_momentum

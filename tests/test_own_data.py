@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import scans
+from helpers import scans
 from common.data import sources
 from common.data.datamodule import MedMNISTDataModule
 from common.data.scans.decode import decode
@@ -16,8 +16,8 @@ from downstream.logistic_regression import test as lr_test
 from downstream.logistic_regression import train as lr_train
 from downstream.resnet import test as resnet_test
 from downstream.resnet import train as resnet_train
-from events import scalar_values
-from fakedata import write_npz
+from helpers.events import scalar_values
+from helpers.fakedata import write_npz
 from pretrain import test as pretrain_test
 from pretrain.simclr import train as simclr_train
 from experiments import label_efficiency

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import common.data.sources
-import study_format
+from helpers import study_format
 from conftest import REPO
-from fakedata import write_npz
+from helpers.fakedata import write_npz
 from test_download_checkpoints import Zenodo
 from utils import run_cli
 
@@ -105,7 +105,7 @@ def test_published_checkpoint_commands_run_as_written(tmp_path):
 
 def test_your_own_data_walk_through_runs_as_written(tmp_path, monkeypatch):
     """README 'Your own data': the three commands on a folder of PNGs and its labels CSV, in a new user's home."""
-    import scans
+    from helpers import scans
 
     home = tmp_path / "home"
     folder, labels = scans.csv_folder(home / "data" / "xrays", n=60, colour=False)

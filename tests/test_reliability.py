@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from events import scalar_values
+from helpers.events import scalar_values
 from pretrain import base as pretrain_base
 from pretrain.simclr import train as simclr_train
 from pretrain.simclr.module import SimCLR

@@ -12,7 +12,7 @@ import torch
 from common.data.datamodule import MedMNISTDataModule
 from common.evaluation.features import FeatureDataModule
 from conftest import REPO
-from events import image_tags, scalar_tags, scalar_values
+from helpers.events import image_tags, scalar_tags, scalar_values
 from downstream.logistic_regression import probe as lr_probe, test as lr_test, train as lr_train
 from common.evaluation.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train

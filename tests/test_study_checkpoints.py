@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-import study_format
+from helpers import study_format
 from downstream.logistic_regression import test as lr_test, train as lr_train
 from common.evaluation.linear_probe import LogisticRegressionModule
 from downstream.resnet import test as resnet_test, train as resnet_train

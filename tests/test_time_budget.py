@@ -13,7 +13,7 @@ import torch
 import common.training.time_budget as time_budget
 from conftest import REPO
 from common.training.time_budget import TIMED_STEPS, WARMUP_STEPS, epochs_for_budget, steps_per_epoch
-from events import scalar_values
+from helpers.events import scalar_values
 from pretrain.run import calibrate
 from pretrain.simclr import train as simclr_train
 from pretrain.simclr.module import SimCLR

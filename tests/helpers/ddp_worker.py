@@ -1,6 +1,6 @@
 """One process of a real 2-process DDP run on the CPU (gloo), for tests/test_ddp.py.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py RESULTS DATA_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/helpers/ddp_worker.py RESULTS DATA_DIR
 
 Launched by torchrun, exactly as the README's torchrun example launches a stage. Each process:
   1. computes, before any process group exists, each method's loss and gradients on a fixed global batch in one
@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from common.training import distributed  # noqa: E402
 from common.data.datamodule import MedMNISTDataModule  # noqa: E402
 from downstream.logistic_regression import train as lr_train  # noqa: E402
