@@ -284,9 +284,12 @@ def run_workers(argv: list[str], n_jobs: int) -> None:
 # ---------------------------------------------------------------------------------------------------- the report
 
 def last_value(trial: optuna.trial.FrozenTrial) -> float | None:
-    """A completed trial's objective; a pruned one's last reported value."""
+    """A completed trial's objective; a pruned one's last reported value; none for a failed or running one (what it
+    reported along the way, e.g. the kNN monitor of a few-label trial, is not its objective)."""
     if trial.state == TrialState.COMPLETE:
         return trial.value
+    if trial.state != TrialState.PRUNED:
+        return None
     return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
 
 

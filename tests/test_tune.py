@@ -172,3 +172,19 @@ def test_the_searched_network_and_resize_become_the_trials_options():
     params["resize"] = 0
     args = simclr_parser().parse_args(["--dataset", "breastmnist", *tuning.trial_argv(SimCLRHparams, [], params, "t", 5)])
     assert args.resize is None and args.epochs == 5
+
+
+def test_the_report_gives_a_failed_trial_no_value():
+    import optuna
+
+    from experiments.tuning import trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    for state, value in ((optuna.trial.TrialState.FAIL, None), (optuna.trial.TrialState.PRUNED, None),
+                         (optuna.trial.TrialState.COMPLETE, 0.7)):
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={"lr": 0.1},
+                                                  distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)},
+                                                  intermediate_values={3: 0.9}))
+    values = [next(v for k, v in row.items() if k not in ("trial", "state", "epochs", "seconds", "lr"))
+              for row in trial_rows(study)]
+    assert values == [None, 0.9, 0.7]  # failed: none (its 0.9 was along the way); pruned: its last; complete: its own
