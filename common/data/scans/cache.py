@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.data.file_lock import exclusive_lock
-from common.data.scans.decode import DecodeError, decode, is_volume
+from common.data.scans.decode import DecodeError, decode, is_volume, series_slices
 from common.data.scans.layout import SPLITS, Layout, read_layout, scan
 from utils import UserError, output_root
 
@@ -68,7 +68,7 @@ def stamps(root: Path, files: list[str]) -> list[list]:
     for name in files:
         path = root / name
         if name.endswith("/"):
-            slices = [p.stat() for p in path.iterdir() if p.is_file()]
+            slices = [p.stat() for p in series_slices(path)]  # the files the volume is read from, no others
             out.append([name, sum(s.st_size for s in slices), max((s.st_mtime_ns for s in slices), default=0),
                         len(slices)])
             continue

@@ -129,12 +129,18 @@ def slice_position(ds) -> float:
     return float(getattr(ds, "InstanceNumber", 0) or 0)
 
 
+def series_slices(folder: Path) -> list[Path]:
+    """The slice files of a DICOM series' folder, in name order: its .dcm files, hidden ones left out (as the
+    folder's scan leaves them out)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and suffix(p) == ".dcm" and not p.name.startswith("."))
+
+
 def read_dicom_series(folder: Path) -> np.ndarray:
     """The .dcm slices of `folder` as one float32 volume (z, y, x) in the modality's units."""
     import pydicom
 
     slices = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and suffix(p) == ".dcm"):
+    for path in series_slices(folder):
         ds = pydicom.dcmread(path)
         values, _ = read_dicom(path, ds)
         if values.ndim != 2:
