@@ -37,7 +37,9 @@ from pathlib import Path
 
 import torch
 
+from common.cli.options import as_record, from_namespace
 from experiments import benchmarking as bench
+from experiments.benchmarking import BenchmarkOptions
 from common.augment.names import ALL_AUGMENTATIONS, AUGMENTATIONS, AUGMENTATIONS_3D
 from common.cli.parsers import NON_NEGATIVE_INT, POSITIVE_INT, SEED, Parser, dataset_flag, new_network, resolve_data
 from common.data.cache import images_nbytes
@@ -104,7 +106,7 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> BenchmarkOptions:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.large_set:
@@ -118,10 +120,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     network = new_network(args.backbone, args.stem, 1, args.size, dims=dims)  # its checks: a 2D network on volumes, ...
     args.backbone, args.stem = network["backbone"], network["stem"]
     args.aug = checked_augmentation(args.aug, args.dataset)  # the default sequence for images or volumes
-    return args
+    return from_namespace(BenchmarkOptions, args)
 
 
-def resolve_device(args) -> tuple[str, torch.device]:
+def resolve_device(args: BenchmarkOptions) -> tuple[str, torch.device]:
     """(Lightning accelerator, torch device); refuses precisions that do not make sense on the device."""
     cuda = args.accelerator == "cuda" or (args.accelerator == "auto" and torch.cuda.is_available())
     if cuda and not torch.cuda.is_available():
@@ -130,7 +132,7 @@ def resolve_device(args) -> tuple[str, torch.device]:
     return ("cuda", torch.device("cuda", 0)) if cuda else ("cpu", torch.device("cpu"))
 
 
-def load_data(args, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
+def load_data(args: BenchmarkOptions, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
     """The dataset, or a synthetic stand-in of its real split sizes when asked or when the file is missing, or
     (--large-set) a generated set of the size asked for, decoded into its memory-mapped cache."""
     if not is_flag(args.dataset):
@@ -162,13 +164,13 @@ def load_data(args, tmp: str, results: dict) -> tuple[MedMNISTDataModule, bool]:
     return data, synthetic
 
 
-def check_batch(args, data: MedMNISTDataModule) -> None:
+def check_batch(args: BenchmarkOptions, data: MedMNISTDataModule) -> None:
     if args.batch_size > data.num_train():
         raise UserError(f"--batch-size {args.batch_size} is larger than the {data.num_train()} training images",
                         f"use --batch-size {data.num_train()} or less")
 
 
-def large_set(args, folder: Path, results: dict) -> Path:
+def large_set(args: BenchmarkOptions, folder: Path, results: dict) -> Path:
     """Write the --large-set npz (streamed: never in memory as a whole) and record its size."""
     n, small = args.large_set, max(1, args.large_set // 10)
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,8 @@ def fresh_copy(data: MedMNISTDataModule, **changes) -> MedMNISTDataModule:
     return copy
 
 
-def run_sections(args, data: MedMNISTDataModule, accelerator: str, device: torch.device, results: dict) -> None:
+def run_sections(args: BenchmarkOptions, data: MedMNISTDataModule, accelerator: str, device: torch.device,
+                 results: dict) -> None:
     """Sections 1-4 into `results`, each with its wall time and, on CUDA, its peak allocated memory."""
     cuda_peaks = {}
 
@@ -242,7 +245,7 @@ def warn_if_busy(machine: dict) -> None:
               f"noisy, as torch's threads wait for cores that other processes hold{hint}", flush=True)
 
 
-def run(args) -> dict:
+def run(args: BenchmarkOptions) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     accelerator, device = resolve_device(args)
@@ -254,7 +257,7 @@ def run(args) -> dict:
     results = {"settings": None, "machine": machine, "wall_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="benchmark-medmnist-") as tmp:
         data, synthetic = load_data(args, tmp, results)
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in as_record(args).items()}
         results["settings"] = {**settings, "synthetic": synthetic, "data_file": None if synthetic else str(data.path),
                                "views_per_step": 2 * args.batch_size, "channels": data.num_channels}
         run_sections(args, data, accelerator, device, results)

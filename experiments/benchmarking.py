@@ -13,6 +13,7 @@ import platform
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -35,6 +36,37 @@ from utils import seed_everything
 
 AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 MONITOR_RUNS = 3  # timed runs of the kNN monitor, after one untimed
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkOptions:
+    """experiments/benchmark.py's options, typed (its parse_args resolved the network and the sequence)."""
+    dataset: str
+    size: int
+    data_dir: str
+    synthetic: bool
+    batch_size: int
+    method: str
+    backbone: str
+    stem: str | None
+    aug: str
+    steps: int
+    warmup: int
+    accelerator: str
+    precision: str
+    compile: bool
+    channels_last: bool
+    lr_epochs: int
+    skip: list[str]
+    threads: int | None
+    seed: int
+    json: Path | None
+    data_storage: str
+    large_set: int | None
+    large_dir: Path | None
+    labels_from: str | None = None  # a folder's, as the stages read it (benchmark.py reads folders as they do)
+    fit: str = "pad"
+    window: str | None = None
 
 
 # ------------------------------------------------------------------------------ timing helpers
@@ -117,7 +149,7 @@ def loader_pass(data: MedMNISTDataModule, device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------ 1. compute-only limit
-def method_model(args, data: MedMNISTDataModule) -> PretrainModule:
+def method_model(args: BenchmarkOptions, data: MedMNISTDataModule) -> PretrainModule:
     """The pretraining stage's module with the benchmark's settings (as pretrain/cli.py builds it).
 
     --compile compiles the encoder in place, as common.training.trainer.fit_and_save does for the stage's --compile,
@@ -137,7 +169,7 @@ class TrainingStep:
     and what the method does around them: momentum updates, queue) on fixed views, augmented and normalised
     in advance, already on the device; with the precision's autocast and loss scaling."""
 
-    def __init__(self, args, model: PretrainModule, optimizer: torch.optim.Optimizer, channels: int):
+    def __init__(self, args: BenchmarkOptions, model: PretrainModule, optimizer: torch.optim.Optimizer, channels: int):
         device = model.device
         generator = torch.Generator(device=device).manual_seed(args.seed)
         shape = (2 * args.batch_size, channels, *(args.size,) * (model.augment.dims))  # images, or volumes (3D)
@@ -160,7 +192,7 @@ class TrainingStep:
             self.scaler.update()
 
 
-def compute_only(args, data: MedMNISTDataModule, device: torch.device) -> dict:
+def compute_only(args: BenchmarkOptions, data: MedMNISTDataModule, device: torch.device) -> dict:
     """The compute-only limit alone (when the real path is skipped; otherwise they are measured together)."""
     seed_everything(args.seed)
     model = method_model(args, data).to(device)
@@ -182,7 +214,7 @@ class StepTimer(pl.Callback):
     speed (other load, clocks) during the run affects both alike. Each boundary synchronises the device.
     """
 
-    def __init__(self, args, warmup: int, steps: int, interleave: bool, channels: int):
+    def __init__(self, args: BenchmarkOptions, warmup: int, steps: int, interleave: bool, channels: int):
         self.args, self.warmup, self.steps, self.interleave, self.channels = args, warmup, steps, interleave, channels
         self.batches, self.mark, self.real, self.compute, self.training_step = 0, 0.0, [], [], None
 
@@ -208,7 +240,8 @@ class StepTimer(pl.Callback):
         self.mark = now
 
 
-def pretrain_path(args, data: MedMNISTDataModule, accelerator: str, interleave: bool = True) -> dict:
+def pretrain_path(args: BenchmarkOptions, data: MedMNISTDataModule, accelerator: str,
+                  interleave: bool = True) -> dict:
     """The method under a real Trainer: MedMNISTDataModule (drop_last) + batched augmentation + its module, with
     the stages' per-step NaN check (a host sync on CUDA); without logger, checkpoints and progress bar.
     With `interleave`, also the compute-only limit, step by step in the same run (result["compute"])."""
@@ -238,7 +271,7 @@ def pretrain_path(args, data: MedMNISTDataModule, accelerator: str, interleave: 
 
 
 # ------------------------------------------------------------------------------ 3. augmentation alone
-def augmentation(args, images: torch.Tensor, names, device: torch.device) -> dict:
+def augmentation(args: BenchmarkOptions, images: torch.Tensor, names, device: torch.device) -> dict:
     """What PretrainModule.on_after_batch_transfer does to a batch: uint8 -> 2 views -> normalised."""
     images = images.to(device)
     fmt = memory_format(images.dim() - 2, args.channels_last)
@@ -276,7 +309,7 @@ class ValidationTimer(pl.Callback):
         self.seconds += time.perf_counter() - self.start
 
 
-def logreg_trainer(args, accelerator: str, callbacks: list) -> pl.Trainer:
+def logreg_trainer(args: BenchmarkOptions, accelerator: str, callbacks: list) -> pl.Trainer:
     """As common.training.trainer.build_trainer configures it, without logger, checkpoints and progress bar."""
     callbacks = [*callbacks, StopOnNonFiniteLoss()]
     return pl.Trainer(
@@ -316,7 +349,8 @@ class PerStepFeatures(FeatureDataModule):
         return self._loader("train", logreg.BATCH_SIZE, shuffle=True)
 
 
-def slow_way(args, data: MedMNISTDataModule, features: FeatureDataModule, accelerator: str) -> dict:
+def slow_way(args: BenchmarkOptions, data: MedMNISTDataModule, features: FeatureDataModule,
+             accelerator: str) -> dict:
     """Train and test the head the slow way on the same cached features: seconds and test accuracy."""
     model = head(args, data, features.features["train"][0].shape[1], features.device, PerStepHead)
     slow = PerStepFeatures(data, features.encoder, device=features.device)
@@ -331,7 +365,7 @@ def slow_way(args, data: MedMNISTDataModule, features: FeatureDataModule, accele
             "test_auroc": model.test_results["auroc"]}
 
 
-def head(args, data: MedMNISTDataModule, feature_dim: int, device: torch.device,
+def head(args: BenchmarkOptions, data: MedMNISTDataModule, feature_dim: int, device: torch.device,
          cls=logreg.LogisticRegressionModule):
     seed_everything(args.seed)
     return cls(
@@ -340,7 +374,8 @@ def head(args, data: MedMNISTDataModule, feature_dim: int, device: torch.device,
         batch_size=min(logreg.BATCH_SIZE, data.num_train())).to(device)
 
 
-def logistic_regression(args, data: MedMNISTDataModule, accelerator: str, device: torch.device) -> dict:
+def logistic_regression(args: BenchmarkOptions, data: MedMNISTDataModule, accelerator: str,
+                        device: torch.device) -> dict:
     """The probe stage end to end: random-init encoder -> features of all splits -> head (Trainer) -> test."""
     torch.manual_seed(args.seed)  # as downstream/logistic_regression/train.frozen_encoder("random")
     encoder = build_backbone(args.backbone, data.num_channels, args.size, args.stem).requires_grad_(False)
@@ -370,7 +405,8 @@ def logistic_regression(args, data: MedMNISTDataModule, accelerator: str, device
 
 
 # ------------------------------------------------------------------------------ the kNN monitor
-def monitor(args, data: MedMNISTDataModule, device: torch.device, epoch_seconds: float | None) -> dict:
+def monitor(args: BenchmarkOptions, data: MedMNISTDataModule, device: torch.device,
+            epoch_seconds: float | None) -> dict:
     """One run of the online kNN monitor (PretrainModule.knn_monitor): the encoder's features of the unaugmented
     training and validation images, and the kNN classifier on them; its share of a training epoch."""
     seed_everything(args.seed)

@@ -10,6 +10,7 @@ the head). Writes `<checkpoint stem>.pca.png`, `.tsne.png` and `.features.json` 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +24,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import silhouette_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from common.cli.options import DataOptions, from_namespace  # noqa: E402
 from common.cli.parsers import POSITIVE, POSITIVE_INT, data_parser  # noqa: E402
 from common.data.datamodule import SPLITS  # noqa: E402
 from common.evaluation.features import extract_features, feature_device  # noqa: E402
@@ -62,15 +64,26 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+@dataclass(frozen=True, kw_only=True)
+class FeatureAnalysisOptions(DataOptions):
+    """build_parser's options, typed."""
+    checkpoint: str
+    split: str
+    max_samples: int
+    perplexity: float
+    out_dir: str | None
 
 
-def open_encoder(args):
-    """(path, kind, encoder, data) for --checkpoint; --dataset defaults to the one it records."""
-    path, ckpt, data = open_checkpoint(args, pretrain_stages() + ["resnet"], KINDS)
+def parse_args(argv=None) -> FeatureAnalysisOptions:
+    return from_namespace(FeatureAnalysisOptions, build_parser().parse_args(argv))
+
+
+def open_encoder(args: FeatureAnalysisOptions):
+    """(path, kind, encoder, data, options) for --checkpoint; --dataset defaults to the one it records (`options`:
+    `args` with the data resolved)."""
+    path, ckpt, data, args = open_checkpoint(args, args.checkpoint, pretrain_stages() + ["resnet"], KINDS)
     encoder = encoder_from(ckpt, path, "--checkpoint", data.num_channels, data.size, data.dims)
-    return path, checkpoint_kind(ckpt), encoder, data
+    return path, checkpoint_kind(ckpt), encoder, data, args
 
 
 def sample_split(images: torch.Tensor, labels: torch.Tensor, max_samples: int, seed: int):
@@ -153,7 +166,8 @@ def write_plots(pca_points, tsne_points, classes, names, record: dict, out_dir: 
     return paths
 
 
-def analyse(features: np.ndarray, classes: np.ndarray, names: list[str], args) -> tuple[dict, np.ndarray, np.ndarray]:
+def analyse(features: np.ndarray, classes: np.ndarray, names: list[str],
+            args: FeatureAnalysisOptions) -> tuple[dict, np.ndarray, np.ndarray]:
     """The JSON record (silhouette, counts, settings) and the 2D PCA and t-SNE points."""
     if len(features) < MIN_SAMPLES:
         raise UserError(f"the {args.split} split has only {len(features)} images", f"need {MIN_SAMPLES} or more")
@@ -172,7 +186,7 @@ def analyse(features: np.ndarray, classes: np.ndarray, names: list[str], args) -
 
 def main(argv=None):
     args = parse_args(argv)
-    path, kind, encoder, data = open_encoder(args)
+    path, kind, encoder, data, args = open_encoder(args)
     images, labels = sample_split(*data.splits[args.split], args.max_samples, args.seed)
     features = extract_features(encoder, images, feature_device(args.accelerator)).cpu().double().numpy()
     classes, names = plot_labels(labels, data.class_names)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from common.cli.options import DataOptions, from_namespace
 from common.cli.parsers import POSITIVE, POSITIVE_INT, SEED, data_parser, size_suffix
 from common.data.datamodule import MedMNISTDataModule, select_subset
 from common.evaluation.report import report
@@ -42,10 +43,11 @@ from common.evaluation.features import FeatureDataModule, extract_features, feat
 from common.training.trainer import file_md5
 from common.evaluation.probe_defaults import EPOCHS as PROBE_EPOCHS, SOLVERS
 from downstream.logistic_regression import probe as lr_probe, train as probe_train
-from downstream.logistic_regression.references import network_argv, network_tag
+from downstream.logistic_regression.options import ProbeOptions
+from downstream.logistic_regression.references import network_tag, network_values
 from downstream.logistic_regression.strongest import TAG as STRONGEST, choose, encode_candidates, untrained_networks
-from downstream.resnet import test as finetune_test, train as finetune_train
-from models.checkpoints import load_encoder
+from downstream.resnet import finetune, train as finetune_train
+from models.checkpoints import load_encoder, read_checkpoint
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from models.imagenet import IMAGENET, imagenet_encoder
 from models.choices import RANDOM
@@ -146,12 +148,28 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.labels is None and args.samples is None:
-        args.labels = [10, 50, ALL]
-    return args
+@dataclass(frozen=True, kw_only=True)
+class LabelEfficiencyOptions(DataOptions):
+    """build_parser's options, typed."""
+    encoders: list[str] | None
+    labels: list[int | str] | None  # per class (--labels), or None with --samples
+    samples: list[int | str] | None
+    seeds: list[int]
+    protocols: list[str]
+    references: list[str]
+    features: str | None
+    probe_solver: str
+    probe_epochs: int
+    finetune_epochs: int
+    out: str | None
+    cell_timeout: float | None
+    retry_timed_out: bool
+
+
+def parse_args(argv=None) -> LabelEfficiencyOptions:
+    args = build_parser().parse_args(argv)
+    labels = [10, 50, ALL] if args.labels is None and args.samples is None else args.labels
+    return from_namespace(LabelEfficiencyOptions, args, labels=labels)
 
 
 @dataclass(frozen=True)
@@ -167,13 +185,11 @@ class Budget:
     def tag(self) -> str:  # in run names
         return f"{self.per_class}-spc" if self.per_class else f"{self.samples}-samples" if self.samples else ALL
 
-    def argv(self) -> list[str]:
-        if self.per_class:
-            return ["--samples-per-class", str(self.per_class)]
-        return ["--samples", str(self.samples)] if self.samples else []
+    def values(self) -> dict:  # the stages' options
+        return {"samples_per_class": self.per_class, "samples": self.samples}
 
 
-def check_budgets(args, data: MedMNISTDataModule) -> list[Budget]:
+def check_budgets(args: LabelEfficiencyOptions, data: MedMNISTDataModule) -> list[Budget]:
     """The budgets, each checked against the training split before anything trains."""
     option, values = ("--labels", args.labels) if args.labels is not None else ("--samples", args.samples)
     budgets = []
@@ -230,7 +246,7 @@ def row_key(row: dict) -> tuple[str, str, str, str, str]:
     return row["protocol"], row["encoder"], row["labels"], row["seed"], row.get("settings") or ""
 
 
-def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
+def plan(args: LabelEfficiencyOptions, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
     """Every cell, encoders resolved (each is loaded once here to check it reads the dataset)."""
     pretrained = []
     for reference in args.encoders or [f"pretrain-{data.flag}{size_suffix(args.size)}"]:
@@ -267,13 +283,15 @@ def plan(args, data: MedMNISTDataModule, budgets: list[Budget]) -> list[Cell]:
 class Runner:
     """Runs cells in this process; the features of each probe encoder are computed once."""
 
-    def __init__(self, args, data: MedMNISTDataModule):
+    def __init__(self, args: LabelEfficiencyOptions, data: MedMNISTDataModule):
         self.args, self.data = args, data
         self.encoded: dict[tuple, tuple] = {}  # (encoder tag, seed for a random one, ...) -> (encoder, path, features)
         self.chosen = LAST  # what the last probe cell read (the strongest untrained: which network and features)
 
-    def common_argv(self, cell: Cell) -> list[str]:
-        return [*self.data.source.argv(), "--seed", str(cell.seed), *cell.budget.argv(), "--name", cell.name(self.data.flag), "--overwrite"]
+    def common_values(self, cell: Cell) -> dict:
+        """The options every stage a cell runs is given: the data, the draw, the budget, the run's name."""
+        return {**self.data.source.values(), "seed": cell.seed, **cell.budget.values(),
+                "name": cell.name(self.data.flag), "overwrite": True}
 
     def labelled(self, cell: Cell) -> torch.Tensor:
         """Indices of this cell's labelled training images: the stages' own draw for its budget and seed."""
@@ -284,22 +302,22 @@ class Runner:
         """The dataset with only this cell's labelled training images."""
         return self.data.subset(cell.budget.samples, cell.budget.per_class, cell.seed)
 
-    def features(self, cell: Cell, args) -> tuple:
+    def features(self, cell: Cell, run: ProbeOptions) -> tuple:
         """(frozen encoder read at its features, its path or 'random', features of every split), computed at the
         first cell that needs them: once per encoder and features (per seed for a random-init one, whose weights the
         seed draws)."""
         random = cell.encoder.reference == RANDOM
-        key = (cell.encoder.tag, cell.seed if random else None, args.backbone if random else None, args.features)
+        key = (cell.encoder.tag, cell.seed if random else None, run.backbone if random else None, run.features)
         if key not in self.encoded:
-            encoder, path = lr_probe.frozen_encoder(args.encoder, self.data, cell.seed, args.backbone, args.stem,
-                                                       args.resize, args.patch_topk)
-            encoder = lr_probe.probe_features(encoder, args.features)
+            encoder, path = lr_probe.frozen_encoder(run.encoder, self.data, cell.seed, run.backbone, run.stem,
+                                                    run.resize, run.patch_topk)
+            encoder = lr_probe.probe_features(encoder, run.features)
             device = feature_device(self.args.accelerator)
             self.encoded[key] = (encoder, path, {split: (extract_features(encoder, x, device), y.to(device))
                                                  for split, (x, y) in self.data.splits.items()})
         return self.encoded[key]
 
-    def strongest(self, cell: Cell) -> tuple[list[str], str]:
+    def strongest(self, cell: Cell) -> tuple[dict, str]:
         """train.py's encoder options of the strongest untrained features for this cell's labels, chosen on the
         train and val features of every candidate (random-init networks of this seed: encoded once per seed), and
         what was chosen."""
@@ -311,41 +329,39 @@ class Runner:
                                                       feature_device(self.args.accelerator))
             encoded[tag] = self.encoded[key]
         choice = choose(encoded, networks, self.data.num_classes, self.data.multilabel, keep=self.labelled(cell))
-        argv = ["--encoder", RANDOM, *network_argv(choice.network), "--features", choice.features]
-        return argv, f"{network_tag(choice.network)} {choice.features} (val AUROC {choice.val_auroc:.4f})"
+        values = {"encoder": RANDOM, **network_values(choice.network), "features": choice.features}
+        return values, f"{network_tag(choice.network)} {choice.features} (val AUROC {choice.val_auroc:.4f})"
 
     def probe(self, cell: Cell) -> Path:
-        reference, read, network = cell.encoder.reference, [], []
-        if reference in (RANDOM, IMAGENET) and cell.encoder.tag != STRONGEST:
-            network = network_argv(cell.encoder.options)
+        encoder_values = {"encoder": cell.encoder.reference}
         if cell.encoder.tag == STRONGEST:
-            network, self.chosen = self.strongest(cell)
-            reference, network = network[1], network[2:]
+            encoder_values, self.chosen = self.strongest(cell)
+        elif cell.encoder.reference in (RANDOM, IMAGENET):
+            encoder_values.update(network_values(cell.encoder.options), features=LAST)
         elif cell.encoder.path:
-            read = ["--features", self.args.features] if self.args.features else []
-        elif reference != PIXELS:
-            read = ["--features", LAST]
-        args = probe_train.parse_args([*self.common_argv(cell), "--encoder", reference, *network, *read,
-                                       "--solver", self.args.probe_solver, "--epochs", str(self.args.probe_epochs)])
-        encoder, path, encoded = self.features(cell, args)
+            encoder_values["features"] = self.args.features
+        run = probe_train.options(**{**self.common_values(cell), **encoder_values, "solver": self.args.probe_solver,
+                                     "epochs": self.args.probe_epochs})
+        encoder, path, encoded = self.features(cell, run)
         if cell.encoder.tag != STRONGEST:
             self.chosen = getattr(encoder, "features_read", LAST)
         data, keep = self.subset(cell), self.labelled(cell).to(encoded["train"][0].device)
         features = FeatureDataModule(data, encoder)
         features.features = {**encoded, "train": (encoded["train"][0][keep], encoded["train"][1][keep])}
-        final = lr_probe.train_probe(args, data, encoder, path, features)
-        report(lr_probe.test_probe(final, data, features, args), data.class_names, final,
+        final = lr_probe.train_probe(run, data, encoder, path, features)
+        report(lr_probe.test_probe(final, data, features, run), data.class_names, final,
                {"stage": "logistic_regression", "dataset": data.flag, "encoder": str(path)})
         return final
 
     def finetune(self, cell: Cell) -> Path:
         if cell.protocol == "finetune":
             imagenet = cell.encoder.reference == IMAGENET
-            init = ["--init", cell.encoder.reference, *(network_argv(cell.encoder.options) if imagenet else [])]
+            init = {"init": cell.encoder.reference, **(network_values(cell.encoder.options) if imagenet else {})}
         else:
-            init = ["--init", "none", *network_argv(cell.encoder.options)]
-        final = finetune_train.main([*self.common_argv(cell), *init, "--epochs", str(self.args.finetune_epochs)])
-        finetune_test.main(["--checkpoint", str(final), "--data-dir", str(self.data.path.parent)])
+            init = {"init": "none", **network_values(cell.encoder.options)}
+        run = finetune_train.options(**{**self.common_values(cell), **init, "epochs": self.args.finetune_epochs})
+        final = finetune.run(run)
+        finetune.test_finetuned(final, read_checkpoint(final), self.data, run)
         return final
 
     def run(self, cell: Cell) -> dict:

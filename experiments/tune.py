@@ -86,9 +86,11 @@ def main(argv=None):
     if args.search_backbone and args.backbone is not None:
         raise UserError("--search-backbone searches the network: it excludes --backbone", "give one of them")
     cores = os.cpu_count() or 1
-    if args.n_jobs > cores:
-        print(f"--n-jobs {args.n_jobs}: this machine has {cores} CPU cores; running {cores} trials at once")
-        args.n_jobs = cores
+    n_jobs = args.n_jobs
+    if n_jobs > cores:
+        print(f"--n-jobs {n_jobs}: this machine has {cores} CPU cores; running {cores} trials at once")
+        n_jobs = cores
+    from common.cli.options import from_namespace
     from experiments import tuning
 
-    return tuning.run(args, without_n_jobs(argv))
+    return tuning.run(from_namespace(tuning.TuneOptions, args, n_jobs=n_jobs), without_n_jobs(argv))

@@ -19,16 +19,18 @@ import socket
 import subprocess
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytorch_lightning as pl
 from optuna.trial import TrialState
 
+from common.cli.options import DataOptions, NetworkOptions, as_record
 from common.cli.parsers import COMMAND_ONLY
 from models.backbones import default_backbone
 from common.augment.names import AUG_STRENGTH, default_augmentation
-from pretrain.cli import pretrain_parser
+from pretrain.cli import pretrain_options, pretrain_parser
 from pretrain.hparams import BATCH_SIZE, KNN_MONITOR, SHARED_SEARCH, MethodHparams
 from utils import UserError, atomic_path, atomic_write_text, models_dir
 
@@ -48,6 +50,25 @@ STARTUP_TRIALS = 3  # ours: the median pruner and TPE sampler act once 3 trials 
 WARMUP_EPOCHS = 1  # ours: no trial is pruned on its first epoch's monitor (every trial is near chance there)
 HEARTBEAT_INTERVAL = 60  # seconds between a running trial's heartbeats in the storage
 HEARTBEAT_GRACE = 180  # seconds without one before a trial of another machine counts as dead
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions(DataOptions, NetworkOptions):
+    """experiments/tune.py's options, typed."""
+    method: str
+    trials: int
+    budget_epochs: int
+    time_budget: float | None
+    objective: str
+    labels: int
+    draws: int
+    search_backbone: bool
+    max_batch_size: int
+    study_name: str | None
+    storage: str | None
+    n_jobs: int
+    report: bool
+    worker: int
 
 
 class PruneOnMonitor(pl.Callback):
@@ -130,21 +151,19 @@ def trial_lr(method: type[MethodHparams], lr: float, batch_size: int) -> float:
     return lr * batch_size / method.LR_BATCH if method.LR_BATCH else lr
 
 
-def trial_argv(method: type[MethodHparams], base: list[str], params: dict, name: str, budget: int,
-               minutes: float | None = None, monitor_every: int = 1) -> list[str]:
-    """The method's train.py options of one trial: `budget` epochs, or `minutes` of wall time (--time-budget)."""
+def trial_values(method: type[MethodHparams], base: dict, params: dict, name: str, budget: int,
+                 minutes: float | None = None, monitor_every: int = 1) -> dict:
+    """The method's train.py options of one trial (dest -> value): `budget` epochs, or `minutes` of wall time
+    (--time-budget)."""
     values = {**params, "lr": trial_lr(method, params["lr"], params["batch_size"])}
-    length = ["--time-budget", repr(minutes)] if minutes else ["--epochs", str(budget)]
-    argv = [*base, *length, "--monitor-every", str(monitor_every), "--name", name, "--overwrite"]
+    length = {"time_budget": minutes} if minutes else {"epochs": budget}
     network = values.pop("network", None)
     if network is not None:  # "resnet18-small": --backbone resnet18 --stem small
         backbone, _, stem = network.partition("-")
-        argv += ["--backbone", backbone, *(["--stem", stem] if stem else [])]
+        values.update(backbone=backbone, stem=stem or None)
     if values.get("resize") == 0:
         values.pop("resize")
-    for key, value in values.items():
-        argv += [f"--{key.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
-    return argv
+    return {**base, **length, "val_every": monitor_every, "name": name, "overwrite": True, **values}
 
 
 # ---------------------------------------------------------------------------------------------------- the study
@@ -206,7 +225,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return {state.name.lower(): states.count(state) for state in TrialState}
 
 
-def objective_function(method: type[MethodHparams], base: list[str], space: dict, budget: int, study_name: str,
+def objective_function(method: type[MethodHparams], base: dict, space: dict, budget: int, study_name: str,
                        search=None, data=None):
     """The objective: one pretraining run of the trial's options; its monitor's last value, or with --objective
     few-label (`search`: tune.py's options) experiments.few_label's score of its checkpoint on `data`."""
@@ -214,7 +233,7 @@ def objective_function(method: type[MethodHparams], base: list[str], space: dict
 
     module = method.module_class()
     few_label = search is not None and search.objective == "few-label"
-    minutes = getattr(search, "time_budget", None)
+    minutes = search.time_budget if search is not None else None
 
     def objective(trial: optuna.trial.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -222,17 +241,16 @@ def objective_function(method: type[MethodHparams], base: list[str], space: dict
         params = suggest(trial, space)
         name = f"{study_name}-trial-{trial.number}"
         monitor_every = FEW_LABEL_MONITOR_EVERY if few_label else 1
-        args = pretrain_parser(method).parse_args(trial_argv(method, base, params, name, budget, minutes,
-                                                             monitor_every))
+        options = pretrain_options(method, **trial_values(method, base, params, name, budget, minutes, monitor_every))
         trial.set_user_attr("run", name)
-        trial.set_user_attr("options", {k: v for k, v in vars(args).items() if k not in COMMAND_ONLY})
+        trial.set_user_attr("options", {k: v for k, v in as_record(options).items() if k not in COMMAND_ONLY})
         pruning = PruneOnMonitor(trial, prune=not few_label)  # the kNN monitor is not the few-label objective
         print(f"\ntrial {trial.number}: " + ", ".join(f"{k} {format_value(v)}" for k, v in params.items()), flush=True)
-        final = pretrain(module, args, callbacks=[pruning], **method.method_options(args))
+        final = pretrain(module, options, callbacks=[pruning])
         if few_label:
             from experiments.few_label import few_label_score
 
-            score = few_label_score(final, data, args.features, search.labels, search.draws, args.accelerator)
+            score = few_label_score(final, data, options.features, search.labels, search.draws, options.accelerator)
             trial.set_user_attr("few_label_aurocs", score["aurocs"])
             achieved = json.loads(final.with_suffix(".config.json").read_text()).get("time_budget") or {}
             if achieved.get("epochs_run") is not None:
@@ -408,20 +426,17 @@ def study_folder(method: type[MethodHparams], study_name: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------------ the run
 
-def trial_base_argv(args) -> list[str]:
+def trial_base_values(args: TuneOptions) -> dict:
     """The options every trial shares: the data, the hardware, the seed and the network."""
     from common.data.sources import lookup
 
-    base = [*lookup(args.dataset, args.size, args.data_dir).argv(), "--data-storage", args.data_storage,
-            "--seed", str(args.seed), "--accelerator", args.accelerator, "--devices", str(args.devices),
-            "--num-nodes", str(args.num_nodes), "--precision", args.precision]
-    for option in ("backbone", "stem", "resize", "patch_topk"):
-        if getattr(args, option) is not None:
-            base += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-    return base
+    return {**lookup(args.dataset, args.size, args.data_dir).values(), "data_storage": args.data_storage,
+            "seed": args.seed, "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,
+            "precision": args.precision, "backbone": args.backbone, "stem": args.stem, "resize": args.resize,
+            "patch_topk": args.patch_topk}
 
 
-def run(args, argv: list[str]) -> dict:
+def run(args: TuneOptions, argv: list[str]) -> dict:
     """scripts/tune.py: open (or resume) the study, run the trials it still needs, write the report."""
     from common.cli.parsers import size_suffix
     from common.data.datamodule import MedMNISTDataModule
@@ -437,11 +452,10 @@ def run(args, argv: list[str]) -> dict:
     dims, n_train = data.dims, data.num_train()
     few_label = args.objective == "few-label"
     space = search_space(method, dims, args.max_batch_size, n_train, few_label, args.search_backbone, args.size)
-    base = trial_base_argv(args)
-    pretrain_parser(method).parse_args(trial_argv(method, base, default_params(method, space, dims, n_train,
-                                                                                  args.max_batch_size),
-                                                  f"{name}-check", args.budget_epochs,
-                                                  args.time_budget))  # the options, checked once
+    base = trial_base_values(args)
+    pretrain_options(method, **trial_values(method, base, default_params(method, space, dims, n_train,
+                                                                         args.max_batch_size),
+                                            f"{name}-check", args.budget_epochs, args.time_budget))  # checked once
     about = {"method": method.NAME, "dataset": args.dataset, "size": args.size, "budget_epochs": args.budget_epochs,
              "seed": args.seed, "max_batch_size": args.max_batch_size,
              **{k: getattr(args, k) for k in ("backbone", "stem", "resize", "patch_topk")},
@@ -488,7 +502,7 @@ def run(args, argv: list[str]) -> dict:
     return written
 
 
-def write_untrained(folder: Path, data, space: dict, args) -> Path:
+def write_untrained(folder: Path, data, space: dict, args: TuneOptions) -> Path:
     """untrained.md: the few-label objective on random-init networks (the searched ones, else --backbone's), read at
     every searched feature: the reference every trial's score stands beside. Prints the strongest."""
     from experiments.few_label import untrained_scores

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.cli.options import from_namespace
 from common.cli.parsers import (LEARNING_RATE, WEIGHT_DECAY, Number, Parser, add_backbone_options, dataset_flag,
                                 train_parser)
 from common.data.sources import known_dims
@@ -15,7 +16,8 @@ from common.augment.names import (ALL_AUGMENTATIONS, AUG_STRENGTH, AUGMENTATIONS
                                   default_augmentation)
 from models.feature_choice import FEATURES_HELP, LAST, feature_option
 from pretrain.recipes import RECIPE_NAMES, apply_recipe
-from pretrain.hparams import EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams, checked_sync_batchnorm
+from pretrain.hparams import (EPOCHS, MONITOR_EVERY, OPTIMIZERS, SELECT_BY, MethodHparams, PretrainOptions,
+                              checked_sync_batchnorm)
 from utils import UserError
 
 AUG_STRENGTH_RANGE = Number(float, 0, 2, open_low=True)  # ours: at 2 the crop keeps 1% of an image at least
@@ -88,7 +90,7 @@ def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace
                         "one uninterrupted run's",
                         "resume with --epochs N in place of --time-budget, N the planned_epochs its config.json has")
     if args.sync_batchnorm:
-        checked_sync_batchnorm(method, args)
+        checked_sync_batchnorm(method, args.accelerator, args.sync_batchnorm)
 
 
 def method_command(method: type[MethodHparams]):
@@ -104,10 +106,16 @@ def method_command(method: type[MethodHparams]):
 
 def pretrain_main(method: type[MethodHparams], argv=None) -> Path:
     """A method's train.py: parse and check the options, then pretrain (importing torch only then)."""
-    args = pretrain_parser(method).parse_args(argv)
+    options = from_namespace(PretrainOptions, pretrain_parser(method).parse_args(argv))
     from pretrain.run import pretrain
 
-    return pretrain(method.module_class(), args, **method.method_options(args))
+    return pretrain(method.module_class(), options)
+
+
+def pretrain_options(method: type[MethodHparams], **values) -> PretrainOptions:
+    """`method`'s options as its command line's defaults give them, with `values` (typed; checked, the recipe
+    applied, as the command line's are: for another command that runs pretraining, e.g. a search's trial)."""
+    return from_namespace(PretrainOptions, pretrain_parser(method).parse_values(values))
 
 
 def checked_augmentation(aug: str | None, flag: str) -> str:

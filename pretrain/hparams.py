@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from dataclasses import dataclass, field
 
 from common.augment.names import AUGMENTATIONS
+from common.cli.options import NetworkOptions, TrainOptions
 from common.training.hardware import uses_gpu
 from utils import UserError
 
@@ -36,6 +38,27 @@ SHARED_SEARCH = {
 LR_SEARCH_SPAN = 10.0  # the learning rate is searched in [default / 10, default * 10], log-uniform
 
 
+@dataclass(frozen=True, kw_only=True)
+class PretrainOptions(TrainOptions, NetworkOptions):
+    """pretrain.cli.pretrain_parser's options, checked (the recipe applied, the sequence resolved): what
+    pretrain.run.pretrain reads. `extra`: the method's own options (MethodHparams.add_options), its module's
+    keyword arguments."""
+    time_budget: float | None
+    aug: str
+    aug_strength: float
+    extra_unlabelled: list[str] | None
+    monitor_dataset: str | None
+    features: str | None
+    recipe: str
+    optimizer: str
+    lr: float | None
+    weight_decay: float
+    select_by: str
+    init: str | None
+    sync_batchnorm: bool | None
+    extra: dict = field(default_factory=dict)
+
+
 class MethodHparams:
     """A pretraining method's defaults and command line. Class attributes, each set with its source."""
 
@@ -59,12 +82,8 @@ class MethodHparams:
 
     @classmethod
     def add_options(cls, parser: argparse.ArgumentParser) -> None:
-        """The method's own command-line options."""
-
-    @classmethod
-    def method_options(cls, args: argparse.Namespace) -> dict:
-        """The module's keyword arguments from those options."""
-        return {}
+        """The method's own command-line options: PretrainOptions.extra, its module's keyword arguments by the same
+        names."""
 
     @classmethod
     def search_space(cls) -> dict[str, tuple]:
@@ -84,12 +103,12 @@ class MethodHparams:
         return found[0]
 
 
-def checked_sync_batchnorm(method, args) -> bool:
+def checked_sync_batchnorm(method, accelerator: str, sync_batchnorm: bool | None) -> bool:
     """--sync-batchnorm, or the method's default on GPUs (off on the CPU, where torch has no SyncBatchNorm)."""
-    on_gpu = uses_gpu(str(args.accelerator))
-    if args.sync_batchnorm is None:
+    on_gpu = uses_gpu(str(accelerator))
+    if sync_batchnorm is None:
         return method.SYNC_BATCHNORM and on_gpu
-    if args.sync_batchnorm and not on_gpu:
+    if sync_batchnorm and not on_gpu:
         raise UserError("--sync-batchnorm needs GPUs: torch's SyncBatchNorm runs on CUDA only",
                         "leave it out on the CPU (each process then normalises its own batch)")
-    return args.sync_batchnorm
+    return sync_batchnorm

@@ -1,4 +1,4 @@
-"""A pretraining run, as the command line's options say (pretrain.cli parsed and checked them)."""
+"""A pretraining run, as its options say (pretrain.hparams.PretrainOptions: pretrain.cli parsed and checked them)."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from common.cli.options import as_record, replace
 from common.cli.parsers import new_network, size_suffix
 from common.data.datamodule import MedMNISTDataModule
 from common.data.sources import short_name
@@ -19,87 +20,92 @@ from common.training.options import TrainerOptions
 from common.training.trainer import check_output, fit_and_save
 from models.backbones import backbone_options
 from models.checkpoints import PRETRAINED, expect_kind, our_state_dict, read_checkpoint, submodule_state
-from pretrain.hparams import BATCH_SIZE, EPOCHS, KNN_MONITOR, checked_sync_batchnorm
+from pretrain.hparams import BATCH_SIZE, EPOCHS, KNN_MONITOR, PretrainOptions, checked_sync_batchnorm
 from utils import UserError, models_dir, resolve_encoder, seed_everything
 
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}  # the precisions that train under autocast
 
 
-def encoder_options(args, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
+def encoder_options(options: PretrainOptions, data: MedMNISTDataModule, init: Path | None, ckpt: dict | None) -> dict:
     """backbone, stem, in_channels, size and resize: the --init checkpoint's (`ckpt`; --resize may change it), or
     the options' and the dataset's."""
     if init is None:
-        return new_network(args.backbone, args.stem, data.num_channels, data.size, args.resize, data.dims,
-                           args.patch_topk)
-    options = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
-    network = options["backbone"] + (f", {options['stem']} stem" if options["stem"] else "")
-    for option, given in (("backbone", args.backbone), ("stem", args.stem), ("patch-topk", args.patch_topk)):
-        if given is not None and given != options[option.replace("-", "_")]:
+        return new_network(options.backbone, options.stem, data.num_channels, data.size, options.resize, data.dims,
+                           options.patch_topk)
+    recorded = backbone_options(dict(ckpt.get("hyper_parameters") or {}))
+    network = recorded["backbone"] + (f", {recorded['stem']} stem" if recorded["stem"] else "")
+    for option, given in (("backbone", options.backbone), ("stem", options.stem), ("patch-topk", options.patch_topk)):
+        if given is not None and given != recorded[option.replace("-", "_")]:
             raise UserError(f"--{option} {given} differs from the --init checkpoint's network ({network})",
                             f"leave --{option} out: the encoder's network comes from {init.name}")
-    return {**options, "size": data.size, "resize": args.resize or options["resize"]}
+    return {**recorded, "size": data.size, "resize": options.resize or recorded["resize"]}
 
 
-def pretrain(method, args, callbacks: list | tuple = (), **method_options) -> Path:
-    """Pretrain `method` (a PretrainModule subclass) as `args` (pretrain.cli.pretrain_parser's, checked) say;
-    returns the saved `<name>.ckpt`. `callbacks`: more Lightning callbacks (scripts/tune.py's pruning)."""
-    name = args.name or f"{method.RUN_PREFIX}-{short_name(args.dataset)}{size_suffix(args.size)}"
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, batch_size=BATCH_SIZE, samples=args.samples,
-                              seed=args.seed, drop_last=True, storage=args.data_storage).load()
-    extra = pool_extra(data, args) if getattr(args, "extra_unlabelled", None) else []
-    monitored = monitor_data(data, args) if getattr(args, "monitor_dataset", None) else None
-    if data.unlabelled and monitored is None and args.select_by == "knn":
+def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> Path:
+    """Pretrain `method` (a PretrainModule subclass) as `options` say (options.extra: the method's own options); returns
+    the saved `<name>.ckpt`. `callbacks`: more Lightning callbacks (scripts/tune.py's pruning)."""
+    name = options.name or f"{method.RUN_PREFIX}-{short_name(options.dataset)}{size_suffix(options.size)}"
+    data = MedMNISTDataModule(options.dataset, options.size, options.data_dir, batch_size=BATCH_SIZE,
+                              samples=options.samples, seed=options.seed, drop_last=True,
+                              storage=options.data_storage).load()
+    extra = pool_extra(data, options) if options.extra_unlabelled else []
+    monitored = monitor_data(data, options) if options.monitor_dataset else None
+    if data.unlabelled and monitored is None and options.select_by == "knn":
         print(f"note: {data.flag} has no labels, so no kNN monitor: the best checkpoint is chosen by "
               f"{method.OWN_MONITOR[0] if method.OWN_MONITOR else 'the last epoch'} (--select-by contrastive; "
               f"--monitor-dataset names a labelled set for the monitor)")
-        args.select_by = "contrastive"
+        options = replace(options, select_by="contrastive")
     n_train = data.num_train()
-    if args.batch_size is not None and args.batch_size > n_train:
-        raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images",
+    if options.batch_size is not None and options.batch_size > n_train:
+        raise UserError(f"--batch-size {options.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
-    data.batch_size = args.batch_size = args.batch_size or min(BATCH_SIZE, n_train)  # recorded as it ran
-    init = resolve_encoder(args.init, "--init", also=("resnet",)) if args.init else None
+    options = replace(options, batch_size=options.batch_size or min(BATCH_SIZE, n_train))  # recorded as it ran
+    data.batch_size = options.batch_size
+    init = resolve_encoder(options.init, "--init", also=("resnet",)) if options.init else None
     ckpt = read_checkpoint(init) if init else None
     if ckpt is not None:
         expect_kind(ckpt, init, (PRETRAINED, "resnet"), "--init")
-    seed_everything(args.seed)
-    model = method(**encoder_options(args, data, init, ckpt), dataset=args.dataset, aug=args.aug,
-                   aug_strength=args.aug_strength, optimizer=args.optimizer, lr=args.lr,
-                   weight_decay=args.weight_decay, batch_size=data.batch_size,
-                   num_train=n_train, max_epochs=args.epochs or EPOCHS,  # --time-budget: replaced at set-up
-                   seed=args.seed, init=str(init) if init else None, features=args.features,
-                   **method_options)
+    seed_everything(options.seed)
+    model = method(**encoder_options(options, data, init, ckpt), dataset=options.dataset, aug=options.aug,
+                   aug_strength=options.aug_strength, optimizer=options.optimizer, lr=options.lr,
+                   weight_decay=options.weight_decay, batch_size=data.batch_size,
+                   num_train=n_train, max_epochs=options.epochs or EPOCHS,  # --time-budget: replaced at set-up
+                   seed=options.seed, init=str(init) if init else None, features=options.features,
+                   **options.extra)
     if ckpt is not None:  # the encoder's weights, from any method's (or a finetuned) checkpoint
         model.load_encoder_state(submodule_state(our_state_dict(ckpt), "encoder"), f"--init {init.name}")
-    check_output(method.NAME, name, args.overwrite, args.resume)
-    args.init = str(init) if init else None  # the file it was, should the name later mean another
-    sync_batchnorm = checked_sync_batchnorm(method, args)  # the method's default on this machine's devices
+    check_output(method.NAME, name, options.overwrite, options.resume)
+    options = replace(options, init=str(init) if init else None)  # the file it was, should the name later mean another
+    # the method's default on this machine's devices
+    sync_batchnorm = checked_sync_batchnorm(method, options.accelerator, options.sync_batchnorm)
     about = {"method": method.NAME, **data.about(), "network": model.encoder.backbone_options,
              "sync_batchnorm": sync_batchnorm, **({"extra_unlabelled": extra} if extra else {}),
              **({"monitor_dataset": monitored} if monitored else {})}
-    monitor, mode = KNN_MONITOR if args.select_by == "knn" else method.OWN_MONITOR or (None, "max")
-    options = {"sync_batchnorm": sync_batchnorm}
-    if getattr(args, "time_budget", None) is not None:
-        budget = time_budget(model, data, args, models_dir(method.NAME))
-        callbacks, options["max_epochs"] = [*callbacks, budget], model.hparams.max_epochs  # until its set-up plans them
+    monitor, mode = KNN_MONITOR if options.select_by == "knn" else method.OWN_MONITOR or (None, "max")
+    trainer_options = {"sync_batchnorm": sync_batchnorm}
+    if options.time_budget is not None:
+        budget = time_budget(model, data, options, models_dir(method.NAME))
+        # max_epochs: until its set-up plans them
+        callbacks, trainer_options["max_epochs"] = [*callbacks, budget], model.hparams.max_epochs
         about["time_budget"] = budget.record  # the same dict: the callback adds the plan and what the run achieved
-    return fit_and_save(method.NAME, name, TrainerOptions.from_args(args), vars(args), model, data, monitor=monitor,
-                        mode=mode, about=about, callbacks=callbacks, trainer_options=options)
+    return fit_and_save(method.NAME, name, TrainerOptions.of(options), as_record(options), model, data, monitor=monitor,
+                        mode=mode, about=about, callbacks=callbacks, trainer_options=trainer_options)
 
 
-def other_source(text: str, option: str, data: MedMNISTDataModule, args, labels: str | None = "none"):
+def other_source(text: str, option: str, data: MedMNISTDataModule, options: PretrainOptions,
+                 labels: str | None = "none"):
     """(data module, record) of another source beside --dataset (`option` names it in messages): of the same kind
     and size as `data`; its record has its md5 (a folder: its manifest digest)."""
     from common.data.sources import resolve
     from common.training.trainer import file_md5
 
-    source = resolve(text, data.size, args.data_dir, labels, args.fit, args.window)
+    source = resolve(text, data.size, options.data_dir, labels, options.fit, options.window)
     if source.dims != data.dims or source.size != data.size:
         kind = {2: "images", 3: "volumes"}
         raise UserError(f"{option} {text} holds {kind[source.dims]} of {source.size} per side but "
                         f"{data.flag} holds {kind[data.dims]} of {data.size}",
                         "give a source of the same kind, at the same --size")
-    other = MedMNISTDataModule(text, data.size, args.data_dir, storage=args.data_storage).load()
+    other = MedMNISTDataModule(text, data.size, options.data_dir, storage=options.data_storage).load()
     md5 = source.digest if source.kind == "folder" else file_md5(source.path)
     return other, {**source.record(), "md5": md5}
 
@@ -123,10 +129,10 @@ def as_channels(images: torch.Tensor, channels: int, what: str | None = None) ->
     return converted
 
 
-def monitor_data(data: MedMNISTDataModule, args) -> dict:
+def monitor_data(data: MedMNISTDataModule, options: PretrainOptions) -> dict:
     """--monitor-dataset: its train (the bank) and val (the queries) splits serve the kNN monitor of pretraining
     on `data` (data.monitor); returns what the record says of it."""
-    other, record = other_source(args.monitor_dataset, "--monitor-dataset", data, args, labels=None)
+    other, record = other_source(options.monitor_dataset, "--monitor-dataset", data, options, labels=None)
     other.require_labels("--monitor-dataset (the kNN monitor)")
     what = f"--monitor-dataset {other.flag}"
     data.monitor = other
@@ -138,12 +144,12 @@ def monitor_data(data: MedMNISTDataModule, args) -> dict:
     return {**record, "classes": other.num_classes}
 
 
-def pool_extra(data: MedMNISTDataModule, args) -> list[dict]:
+def pool_extra(data: MedMNISTDataModule, options: PretrainOptions) -> list[dict]:
     """--extra-unlabelled: the training images of each source added to `data`'s for pretraining (grey and colour
     converted to `data`'s channels, a note saying so); returns what the record says of each source."""
     extras, records = [], []
-    for text in args.extra_unlabelled:
-        other, record = other_source(text, "--extra-unlabelled", data, args)
+    for text in options.extra_unlabelled:
+        other, record = other_source(text, "--extra-unlabelled", data, options)
         images = as_channels(other.splits["train"][0], data.num_channels, f"--extra-unlabelled {other.flag}")
         extras.append(images.contiguous())
         records.append({**record, "train_images": len(images)})
@@ -153,16 +159,16 @@ def pool_extra(data: MedMNISTDataModule, args) -> list[dict]:
     return records
 
 
-def time_budget(model, data: MedMNISTDataModule, args, folder: Path) -> TimeBudget:
+def time_budget(model, data: MedMNISTDataModule, options: PretrainOptions, folder: Path) -> TimeBudget:
     """--time-budget's Lightning callback, its clock started now: the run calibrated, its epochs planned at the
     Trainer's set-up (--epochs caps them when given)."""
     started = time.monotonic()
-    calibration = calibrate(model, data, str(args.accelerator), str(args.precision), folder, started,
-                            compile_encoder=getattr(args, "compile", False), budget_s=60 * args.time_budget)
-    every_n_steps = getattr(args, "checkpoint_every_n_steps", None)
+    calibration = calibrate(model, data, str(options.accelerator), str(options.precision), folder, started,
+                            compile_encoder=options.compile, budget_s=60 * options.time_budget)
+    every_n_steps = options.checkpoint_every_n_steps
     saves = 1 + (len(data.train_dataloader()) / every_n_steps if every_n_steps else 0)  # last.ckpt, every epoch
-    return TimeBudget(args.time_budget, started, calibration, data.num_train(), data.batch_size, args.val_every,
-                      saves, cap=args.epochs)
+    return TimeBudget(options.time_budget, started, calibration, data.num_train(), data.batch_size, options.val_every,
+                      saves, cap=options.epochs)
 
 
 def calibrate(model, data: MedMNISTDataModule, accelerator: str, precision: str, folder: Path,

@@ -9,6 +9,7 @@ study's settings), evaluated once on the test split; nothing is selected on test
 """
 from __future__ import annotations
 
+from common.cli.options import DataOptions, from_namespace
 from common.evaluation import linear_probe
 from common.cli.parsers import POSITIVE_INT
 from common.evaluation.report import report, run_test, test_trainer
@@ -30,12 +31,13 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, pretrain_stages(), (PRETRAINED,))
+    path, ckpt, data, hardware = open_checkpoint(from_namespace(DataOptions, args, subset=True), args.checkpoint,
+                                                 pretrain_stages(), (PRETRAINED,))
     method = method_class(checkpoint_kind(ckpt))
     model = build_from_checkpoint(method, ckpt, f"--checkpoint {path.name}")
     require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
                   "pass the --dataset and --size it was trained on", data.dims)
-    trainer = test_trainer(args)
+    trainer = test_trainer(hardware)
     own = {k.split("/")[1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
     print(f"test {method.TITLE}: " + ", ".join(f"{k} {v:.4f}" for k, v in own.items()))
     if data.unlabelled:
@@ -44,8 +46,8 @@ def main(argv=None):
     features = FeatureDataModule(data, model.encoder.requires_grad_(False))
     probe = linear_probe.LogisticRegressionModule(model.encoder.feature_dim, data.num_classes, data.multilabel,
                                                   data.flag, max_epochs=args.probe_epochs)
-    test_trainer(args, max_epochs=args.probe_epochs, limit_val_batches=0).fit(probe, datamodule=features)
-    results = run_test(probe, features, args)
+    test_trainer(hardware, max_epochs=args.probe_epochs, limit_val_batches=0).fit(probe, datamodule=features)
+    results = run_test(probe, features, hardware)
     report(results, data.class_names, path, {"method": method.NAME, "dataset": data.flag,
                                              "probe": "logistic regression", "probe_epochs": args.probe_epochs,
                                              "pretraining": own})

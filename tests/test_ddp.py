@@ -107,13 +107,10 @@ def test_resume_of_a_ddp_run_continues_where_it_stopped(ddp):
     ("simclr", False, None, False), ("simclr", True, None, True), ("byol", True, None, True),
     ("moco", True, None, False), ("simclr", True, False, False), ("moco", True, True, True)])
 def test_sync_batchnorm_is_each_methods_default_on_gpus_only(monkeypatch, method, on_gpu, given, expected):
-    from types import SimpleNamespace
-
     from pretrain import hparams, method_class
 
     monkeypatch.setattr(hparams, "uses_gpu", lambda accelerator: on_gpu)
-    args = SimpleNamespace(sync_batchnorm=given, accelerator="auto")
-    assert hparams.checked_sync_batchnorm(method_class(method), args) is expected
+    assert hparams.checked_sync_batchnorm(method_class(method), "auto", given) is expected
 
 
 def test_sync_batchnorm_on_the_cpu_is_a_one_line_error(data_dir, output_root, capsys):

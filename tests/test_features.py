@@ -140,6 +140,6 @@ def test_the_label_efficiency_choice_reads_only_train_and_val(data_dir, output_r
                                  label_efficiency.Budget(per_class=5), 0, "s")
     runner = label_efficiency.Runner(args, data)
     data.splits = NoTest(data.splits)
-    argv, chosen = runner.strongest(cell)
-    assert argv[:4] == ["--encoder", "random", "--backbone", "small_cnn"] and argv[4] == "--features"
+    values, chosen = runner.strongest(cell)
+    assert (values["encoder"], values["backbone"]) == ("random", "small_cnn") and values["features"]
     assert chosen.startswith("small_cnn ") and "val AUROC" in chosen

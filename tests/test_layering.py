@@ -1,6 +1,7 @@
 """Dependencies point one way: utils <- models <- common <- stages (pretrain/, downstream/) <- experiments/ <-
 scripts/ (entry points). No layer imports one above it, no module takes part in an import cycle, no stage imports
-another stage's internals, and nothing downstream names a method."""
+another stage's internals, nothing downstream names a method, and no library function takes the command line's
+argparse Namespace (typed options instead: common.cli.options)."""
 import ast
 import re
 
@@ -14,6 +15,10 @@ SHARED = ["common", "models", "utils.py"]
 STAGE_PACKAGES = ("pretrain", "downstream", "scripts", "experiments")
 # entry points that keep a stage folder's command line (python pretrain/feature_analysis.py): main from experiments/
 ENTRY_POINTS = {"pretrain/feature_analysis.py"}
+# the command line itself, where a Namespace is parsed and checked before it becomes typed options; elsewhere only
+# a command's own main, parse_args and build_parser see it
+COMMAND_LINE = {"common/cli/parsers.py", "common/cli/options.py", "pretrain/cli.py", "pretrain/recipes.py"}
+COMMAND_FUNCTIONS = {"main", "parse_args", "build_parser"}
 
 
 def python_files(*places: str):
@@ -118,3 +123,33 @@ def test_no_import_cycles():
     for name in sorted(graph):
         if name not in state:
             visit(name)
+
+
+def namespace_parameters(path) -> list[str]:
+    """function(parameter) of every function of `path` that takes an argparse Namespace: a parameter annotated
+    argparse.Namespace, or an unannotated one named args (a command's Namespace by habit)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name in COMMAND_FUNCTIONS:
+            continue
+        for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+            annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+            if "Namespace" in annotation or (arg.arg == "args" and not annotation):
+                found.append(f"{node.name}({arg.arg})")
+    return found
+
+
+def test_no_library_function_takes_a_namespace():
+    for path in python_files("utils.py", "models", "common", "pretrain", "downstream", "experiments"):
+        if str(path.relative_to(REPO)) in COMMAND_LINE:
+            continue
+        assert not namespace_parameters(path), f"{path.relative_to(REPO)}: {namespace_parameters(path)}"
+
+
+def test_the_namespace_check_finds_one(tmp_path):
+    """The check above can fail: a function taking `args`, or a parameter annotated Namespace, is found."""
+    module = tmp_path / "module.py"
+    module.write_text("import argparse\n\ndef run(args):\n    pass\n\n"
+                      "def other(options: argparse.Namespace, *args):\n    pass\n\n"
+                      "def main(args):\n    pass\n\ndef typed(args: Options):\n    pass\n")
+    assert namespace_parameters(module) == ["run(args)", "other(options)"]

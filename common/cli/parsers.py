@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from common.cli.options import PARSER_ONLY
 from common.data.registry import DEFAULT_DATA_DIR, check_size
 from common.data.scans.decode import FITS
 from common.data.sources import check_text, is_flag, resolve
@@ -185,6 +186,22 @@ class Parser(argparse.ArgumentParser):
             sys.exit(0)
         return parsed
 
+    def parse_values(self, values: dict) -> argparse.Namespace:
+        """The options `values` (dest -> value, already typed: what another command computed) over the defaults,
+        checked as parse_args checks a command line (`checks`); a dest the parser does not have is an error."""
+        options = {action.dest: action.default for action in self._actions
+                   if action.option_strings and action.dest not in ("help", *PARSER_ONLY)}
+        unknown = sorted(set(values) - set(options))
+        if unknown:
+            raise TypeError(f"{self.prog} has no option(s) {', '.join(unknown)}")
+        parsed = argparse.Namespace(**{**options, **values})
+        for check in self.checks:
+            try:
+                check(parsed)
+            except UserError as err:
+                self.error(str(err))
+        return parsed
+
     def config_argv(self, path: Path) -> list[str]:
         """The options of file `path` as command-line words; an unknown key is an error naming the closest one."""
         try:
@@ -247,16 +264,25 @@ def check_data_options(args: argparse.Namespace) -> None:
 
 
 def resolve_data(args: argparse.Namespace):
-    """--dataset resolved (common.data.sources: a folder decoded into its cache if it is not yet), its size checked; an
-    npz file's own image size becomes --size. Returns the source."""
-    if is_flag(args.dataset):
-        check_size(args.dataset, args.size)
-    else:  # absolute in the record, as --data-dir
-        args.dataset = str(Path(args.dataset).expanduser().resolve())
-    source = resolve(args.dataset, args.size, args.data_dir, args.labels_from, args.fit, args.window)
-    if source.kind == "npz" and source.size != args.size:
-        args.size = source.size  # the file's: an npz holds one size
+    """--dataset and --size as resolved_data resolves them, in place. Returns the source."""
+    source, args.dataset, args.size = resolved_data(args.dataset, args.size, args.data_dir, args.labels_from, args.fit,
+                                                    args.window)
     return source
+
+
+def resolved_data(dataset: str, size: int, data_dir: str | None, labels_from: str | None, fit: str,
+                  window: str | None):
+    """(source, dataset, size): --dataset resolved (common.data.sources: a folder decoded into its cache if it is not
+    yet; a path made absolute for the record, as --data-dir), its size checked; an npz file's own image size becomes
+    the size."""
+    if is_flag(dataset):
+        check_size(dataset, size)
+    else:
+        dataset = str(Path(dataset).expanduser().resolve())
+    source = resolve(dataset, size, data_dir, labels_from, fit, window)
+    if source.kind == "npz" and source.size != size:
+        size = source.size  # the file's: an npz holds one size
+    return source, dataset, size
 
 
 def data_parser(description: str, labels_alias: bool = True) -> Parser:
@@ -332,12 +358,12 @@ def check_subset_options(args: argparse.Namespace) -> None:
         raise UserError("--samples and --samples-per-class exclude each other", "give only one")
 
 
-def subset_suffix(args: argparse.Namespace) -> str:
-    """The study's naming: -<N>-samples or -<N>-spc appended to a run name."""
-    if args.samples is not None:
-        return f"-{args.samples}-samples"
-    if getattr(args, "samples_per_class", None) is not None:
-        return f"-{args.samples_per_class}-spc"
+def subset_suffix(samples: int | None, samples_per_class: int | None = None) -> str:
+    """The study's naming: -<N>-samples (--samples) or -<N>-spc (--samples-per-class) appended to a run name."""
+    if samples is not None:
+        return f"-{samples}-samples"
+    if samples_per_class is not None:
+        return f"-{samples_per_class}-spc"
     return ""
 
 

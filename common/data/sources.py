@@ -44,6 +44,17 @@ class DataSource:
                 **({"split_rule": self.info.get("split_rule"), "labelled_by": self.info.get("labelled_by")}
                    if self.kind == "folder" else {})}
 
+    def values(self) -> dict:
+        """The options that name this source again, as values (dest -> value; for the stages one command runs):
+        common.cli.options' DataOptions fields dataset, size, data_dir, labels_from, fit and window, where set."""
+        values = {"dataset": self.text, "size": self.size}
+        if self.kind == "medmnist":
+            values["data_dir"] = str(self.path.parent)
+        for option in ("labels", "fit", "window"):
+            if self.options.get(option) is not None:
+                values["labels_from" if option == "labels" else option] = self.options[option]
+        return values
+
     def argv(self) -> list[str]:
         """The command-line words that name this source again (for the commands one command runs)."""
         words = ["--dataset", self.text, "--size", str(self.size)]

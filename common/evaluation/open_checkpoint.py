@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from common.cli.parsers import DEFAULT_SIZE, data_parser, resolve_data
+from common.cli.options import DataOptions, replace
+from common.cli.parsers import DEFAULT_SIZE, data_parser, resolved_data
 from common.data.sources import is_flag
 from common.data.datamodule import MedMNISTDataModule
 from models.checkpoints import expect_kind, read_checkpoint, recorded_dataset
@@ -17,27 +18,31 @@ def test_parser(description: str):
     return parser
 
 
-def open_checkpoint(args, stages: list[str], kinds: tuple[str, ...]):
-    """(path, checkpoint dict, data module) for `--checkpoint`, a path or a run name of one of `stages`,
-    whose kind must be one of `kinds`; --dataset and --size default to the recorded ones."""
-    path = resolve_checkpoint(args.checkpoint, stages, "--checkpoint")
+def open_checkpoint(options: DataOptions, checkpoint: str, stages: list[str], kinds: tuple[str, ...]):
+    """(path, checkpoint dict, data module, options) for `checkpoint` (--checkpoint), a path or a run name of one of
+    `stages`, whose kind must be one of `kinds`; `options` (test.py's data options) with --dataset and --size
+    defaulting to the recorded ones, and a folder's --labels-from, --fit and --window to the run's."""
+    path = resolve_checkpoint(checkpoint, stages, "--checkpoint")
     ckpt = read_checkpoint(path)
     expect_kind(ckpt, path, kinds, "--checkpoint")
-    args.dataset = args.dataset or recorded_dataset(ckpt, path)
-    if args.dataset is None:
+    dataset = options.dataset or recorded_dataset(ckpt, path)
+    if dataset is None:
         raise UserError(f"{path.name} does not record its dataset", "pass --dataset")
-    args.size = args.size or (ckpt.get("hyper_parameters") or {}).get("size") or DEFAULT_SIZE
-    if not is_flag(args.dataset):  # a folder: its labels, fit and window as the run recorded them, unless given
-        for option, value in recorded_data_options(path).items():
-            if value is not None and getattr(args, option) in (None, "pad"):  # pad: --fit's default
-                setattr(args, option, value)
+    size = options.size or (ckpt.get("hyper_parameters") or {}).get("size") or DEFAULT_SIZE
+    options = replace(options, dataset=dataset, size=size)
+    if not is_flag(dataset):  # a folder: its labels, fit and window as the run recorded them, unless given (pad:
+        #                       --fit's default)
+        options = replace(options, **{option: value for option, value in recorded_data_options(path).items()
+                                      if value is not None and getattr(options, option) in (None, "pad")})
     try:
-        resolve_data(args)
+        _, dataset, size = resolved_data(options.dataset, options.size, options.data_dir, options.labels_from,
+                                         options.fit, options.window)
     except UserError as err:
-        raise UserError(f"{path.name} was trained on --dataset {args.dataset}, which cannot be read now: {err}",
+        raise UserError(f"{path.name} was trained on --dataset {options.dataset}, which cannot be read now: {err}",
                         "pass --dataset") from None
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, seed=args.seed, storage=args.data_storage).load()
-    return path, ckpt, data
+    options = replace(options, dataset=dataset, size=size)
+    data = MedMNISTDataModule(dataset, size, options.data_dir, seed=options.seed, storage=options.data_storage).load()
+    return path, ckpt, data, options
 
 
 def recorded_data_options(path) -> dict:

@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from common.cli.options import DataOptions
 from utils import atomic_write_text
 
 
-def test_trainer(args, **overrides) -> pl.Trainer:
-    """A Trainer for evaluation (or an unsaved probe): one device, no logger, no checkpoints."""
-    devices = 1 if str(args.devices) == "auto" else int(args.devices)
-    options = dict(accelerator=args.accelerator, devices=devices, precision=args.precision, logger=False,
+def test_trainer(hardware: DataOptions, **overrides) -> pl.Trainer:
+    """A Trainer for evaluation (or an unsaved probe) on `hardware`'s accelerator and precision: one device, no
+    logger, no checkpoints."""
+    devices = 1 if str(hardware.devices) == "auto" else int(hardware.devices)
+    options = dict(accelerator=hardware.accelerator, devices=devices, precision=hardware.precision, logger=False,
                    enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
     return pl.Trainer(**{**options, **overrides})
 
 
-def run_test(module: pl.LightningModule, datamodule: pl.LightningDataModule, args) -> dict:
-    test_trainer(args).test(module, datamodule=datamodule, verbose=False)
+def run_test(module: pl.LightningModule, datamodule: pl.LightningDataModule, hardware: DataOptions) -> dict:
+    test_trainer(hardware).test(module, datamodule=datamodule, verbose=False)
     return dict(module.test_results)
 
 

@@ -7,6 +7,7 @@ many) wrong, the rest right, drawn at random with --seed from each group.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from common.cli.options import DataOptions  # noqa: E402
 from common.cli.parsers import POSITIVE_INT  # noqa: E402
 from common.data.datamodule import MedMNISTDataModule, eval_batch  # noqa: E402
 from common.evaluation.features import feature_device  # noqa: E402
@@ -37,6 +39,15 @@ def explain_parser(description: str):
     parser.add_argument("--out", type=Path, default=None,
                         help="the PNG (default: <checkpoint>.explain-<split>.png beside the checkpoint)")
     return parser
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainOptions(DataOptions):
+    """explain_parser's options, typed."""
+    checkpoint: str
+    split: str
+    n: int
+    out: Path | None
 
 
 class Classifier(nn.Module):
@@ -140,10 +151,11 @@ def default_png(checkpoint: Path, split: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.explain-{split}.png")
 
 
-def run(args, model: nn.Module, encoder: nn.Module, data: MedMNISTDataModule, checkpoint: Path, title: str) -> Path:
-    """explain.py's common part: the grid of `args.split` into --out (or beside the checkpoint), printed."""
-    path = explain(model, encoder, data, args.split, args.n, args.seed, args.out or default_png(checkpoint, args.split),
-                   title, feature_device(args.accelerator))
+def run(options: ExplainOptions, model: nn.Module, encoder: nn.Module, data: MedMNISTDataModule, checkpoint: Path,
+        title: str) -> Path:
+    """explain.py's common part: the grid of --split into --out (or beside the checkpoint), printed."""
+    path = explain(model, encoder, data, options.split, options.n, options.seed,
+                   options.out or default_png(checkpoint, options.split), title, feature_device(options.accelerator))
     print(f"wrote {path}")
     return path
 

@@ -87,8 +87,8 @@ def attention_rollout(vit: ConvStemViT, x: torch.Tensor) -> torch.Tensor:
     """(N, grid, grid): the class token's rolled-out attention over the patch tokens."""
     attentions = []
 
-    def record(module, args, kwargs, output):
-        query = args[0] if args else kwargs["query"]
+    def record(module, inputs, kwargs, output):
+        query = inputs[0] if inputs else kwargs["query"]
         # forward, not __call__: the same attention again, with its weights, without re-entering this hook
         _, weights = module.forward(query, query, query, need_weights=True, average_attn_weights=True)  # (N, T, T)
         attentions.append(weights)

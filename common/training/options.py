@@ -1,8 +1,7 @@
 """What the shared Trainer reads of a run's options, as one frozen dataclass: the library takes this, never the
-command line's Namespace (common.cli.parsers.train_parser defines the options; each stage converts them once)."""
+command line's Namespace (common.cli.parsers.train_parser defines the options; common.cli.options types them)."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, fields
 
 
@@ -20,6 +19,7 @@ class TrainerOptions:
     compile: bool = False  # torch.compile the encoder
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "TrainerOptions":
-        """The fields a command's parsed options have (a command without one, e.g. --compile, keeps its default)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    def of(cls, options) -> "TrainerOptions":
+        """The fields a stage's run options (common.cli.options.TrainOptions) have (a stage without one keeps its
+        default)."""
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)})

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from common.cli.options import from_namespace
 from common.explain import gallery as explain
 from common.evaluation.linear_probe import LogisticRegressionModule
 from common.evaluation.open_checkpoint import check_classes, open_checkpoint
@@ -19,8 +20,9 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
+    options = from_namespace(explain.ExplainOptions, build_parser().parse_args(argv))
+    path, ckpt, data, options = open_checkpoint(options, options.checkpoint, ["logistic_regression"],
+                                                ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
                                  multilabel=data.multilabel, dataset=data.flag)
     check_classes(head, data, path)
@@ -32,7 +34,7 @@ def main(argv=None):
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     title = f"{path.stem}: logistic regression on {getattr(encoder_path, 'stem', encoder_path)} (frozen)"
     reader = read_features(encoder, head.hparams.get("features") or LAST)  # what the head was trained on
-    return explain.run(args, explain.Classifier(reader, head), encoder, data, path, title)
+    return explain.run(options, explain.Classifier(reader, head), encoder, data, path, title)
 
 
 if __name__ == "__main__":

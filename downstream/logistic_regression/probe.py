@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from common.evaluation import linear_probe
+from common.cli.options import DataOptions, as_record, replace
 from common.cli.parsers import new_network, size_suffix, subset_suffix
 from common.data.datamodule import MedMNISTDataModule
 from common.data.sources import describe
@@ -14,6 +15,7 @@ from common.evaluation.report import run_test
 from common.evaluation.features import FeatureDataModule
 from common.training.options import TrainerOptions
 from common.training.trainer import check_output, file_md5, fit_and_save
+from downstream.logistic_regression.options import ProbeOptions
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
 from models.feature_choice import LAST
@@ -65,44 +67,48 @@ def probe_features(encoder, features: str | None):
     return read_features(encoder, features or getattr(encoder, "recorded_features", None) or LAST)
 
 
-def run(args) -> Path:
+def run(options: ProbeOptions) -> Path:
     """train.py's run: the encoder --encoder names, frozen, read at --features, and the probe on its features."""
-    data = MedMNISTDataModule(args.dataset, args.size, args.data_dir, storage=args.data_storage, samples=args.samples,
-                              samples_per_class=args.samples_per_class, seed=args.seed)
+    data = MedMNISTDataModule(options.dataset, options.size, options.data_dir, storage=options.data_storage,
+                              samples=options.samples,
+                              samples_per_class=options.samples_per_class, seed=options.seed)
     data.load().require_labels("the logistic-regression probe")
-    encoder, encoder_path = frozen_encoder(args.encoder or f"pretrain-{data.flag}{size_suffix(args.size)}", data,
-                                           args.seed, args.backbone, args.stem, args.resize, args.patch_topk)
-    encoder = probe_features(encoder, args.features)
-    return train_probe(args, data, encoder, encoder_path, FeatureDataModule(data, encoder))
+    reference = options.encoder or f"pretrain-{data.flag}{size_suffix(options.size)}"
+    encoder, encoder_path = frozen_encoder(reference, data, options.seed, options.backbone, options.stem,
+                                           options.resize, options.patch_topk)
+    encoder = probe_features(encoder, options.features)
+    return train_probe(options, data, encoder, encoder_path, FeatureDataModule(data, encoder))
 
 
-def train_probe(args, data: MedMNISTDataModule, encoder, encoder_path, features: FeatureDataModule) -> Path:
+def train_probe(options: ProbeOptions, data: MedMNISTDataModule, encoder, encoder_path,
+                features: FeatureDataModule) -> Path:
     """Train the head on `features` (of `data`'s splits through the frozen `encoder`, a models.stages reader or the
     network itself: computed in its setup, or handed in already computed) and save it as `<name>.ckpt`, as every
     run of this stage. The head records which features it read."""
-    name = args.name or f"downstream-{data.flag}{size_suffix(args.size)}{subset_suffix(args)}"
-    check_output("logistic_regression", name, args.overwrite, args.resume)
-    if args.solver == "lbfgs":
-        args.epochs = 1  # the whole fit, every strength of the grid, is one epoch
-    seed_everything(args.seed)
+    subset = subset_suffix(options.samples, options.samples_per_class)
+    name = options.name or f"downstream-{data.flag}{size_suffix(options.size)}{subset}"
+    check_output("logistic_regression", name, options.overwrite, options.resume)
+    if options.solver == "lbfgs":
+        options = replace(options, epochs=1)  # the whole fit, every strength of the grid, is one epoch
+    seed_everything(options.seed)
     model = linear_probe.LogisticRegressionModule(
         feature_dim=encoder.feature_dim, num_classes=data.num_classes, multilabel=data.multilabel,
-        dataset=args.dataset, lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
+        dataset=options.dataset, lr=options.lr, weight_decay=options.weight_decay, max_epochs=options.epochs,
         encoder=str(encoder_path), encoder_md5=None if encoder_path in REFERENCES else file_md5(encoder_path),
-        seed=args.seed, batch_size=min(args.batch_size, data.num_train()),
+        seed=options.seed, batch_size=min(options.batch_size, data.num_train()),
         backbone=encoder.backbone_options["backbone"], stem=encoder.backbone_options["stem"],
         resize=encoder.backbone_options.get("resize"), patch_topk=encoder.backbone_options.get("patch_topk"),
-        solver=args.solver, features=getattr(encoder, "features_read", LAST))
-    args.encoder = str(encoder_path)  # the file it was, should the name later mean another
-    args.features = model.hparams.features  # as it read them (the default resolved)
+        solver=options.solver, features=getattr(encoder, "features_read", LAST))
+    # the file it was, should the name later mean another; the features as it read them (the default resolved)
+    options = replace(options, encoder=str(encoder_path), features=model.hparams.features)
     about = {**data.about(), "network": encoder.backbone_options}
-    return fit_and_save("logistic_regression", name, TrainerOptions.from_args(args), vars(args), model, features,
+    return fit_and_save("logistic_regression", name, TrainerOptions.of(options), as_record(options), model, features,
                         monitor="val/acc", mode="max", about=about)
 
 
-def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, args) -> dict:
+def test_probe(final: Path, data: MedMNISTDataModule, features: FeatureDataModule, hardware: DataOptions) -> dict:
     """The head saved as `final`, on the test split of `features` (computed already when it was trained):
     common.evaluation.report.run_test's results."""
     head = build_from_checkpoint(linear_probe.LogisticRegressionModule, read_checkpoint(final), final.name,
                                  multilabel=data.multilabel, dataset=data.flag)
-    return run_test(head, features, args)
+    return run_test(head, features, hardware)

@@ -16,6 +16,7 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from common.cli.options import DataOptions
 from common.data.datamodule import MedMNISTDataModule
 from common.evaluation.features import FeatureDataModule, feature_device
 from common.training.trainer import file_md5
@@ -41,53 +42,50 @@ def network_tag(options: dict) -> str:
             + (f"-top{options['patch_topk']}" if options.get("patch_topk") else ""))
 
 
-def network_argv(options: dict) -> list[str]:
-    """train.py's options that build the network of `options` from scratch."""
-    return ["--backbone", options["backbone"], *(["--stem", options["stem"]] if options["stem"] else []),
-            *(["--resize", str(options["resize"])] if options.get("resize") else []),
-            *(["--patch-topk", str(options["patch_topk"])] if options.get("patch_topk") else [])]
+def network_values(options: dict) -> dict:
+    """The stages' options that build the network of `options` (backbone options) from scratch."""
+    return {"backbone": options["backbone"], "stem": options["stem"], "resize": options.get("resize") or None,
+            "patch_topk": options.get("patch_topk") or None}
 
 
-def reference_argv(options: dict, data: MedMNISTDataModule) -> list[str]:
+def reference_values(options: dict, data: MedMNISTDataModule) -> dict:
     """train.py's options for a reference probe with the head's settings (as its config records them)."""
-    argv = [*data.source.argv(), "--overwrite"]
-    for key in SETTINGS:
-        if options.get(key) is not None:
-            argv += [f"--{key.replace('_', '-')}", str(options[key])]
-    return argv
+    return {**data.source.values(), "overwrite": True,
+            **{key: options[key] for key in SETTINGS if options.get(key) is not None}}
 
 
-def references(options: dict, data: MedMNISTDataModule, network: dict, args, log: Path) -> dict[str, dict]:
+def references(options: dict, data: MedMNISTDataModule, network: dict, hardware: DataOptions,
+               log: Path) -> dict[str, dict]:
     """{reference: {"acc", "auroc", "checkpoint"}} for the raw pixels, a random-init `network` (backbone
     options: backbone, stem, resize) and the strongest untrained features (with "chosen": what was chosen on val),
     each probed with the head's `options` (train.py's, from its config); trained on the first call for these
-    settings and this data file (their output appended to `log`), read from the cache after."""
+    settings and this data file (their output appended to `log`), read from the cache after; the features computed
+    on `hardware`'s accelerator."""
     data_file = str(Path(data.about()["data_file"]).resolve())
     settings = {**{key: options.get(key) for key in SETTINGS}, "data_md5": file_md5(data_file)}
     cache = cache_file(data.flag)
     cached = drop_stale(json.loads(cache.read_text()) if cache.is_file() else {}, data_file, settings["data_md5"],
                         cache)
     untrained = untrained_networks(network, data)
-    rows = ((f"random-{network_tag(network)}", lambda: (["--encoder", probe.RANDOM, *network_argv(network),
-                                                         "--features", LAST], None)),
-            (PIXELS, lambda: (["--encoder", PIXELS], None)),
-            (TAG, lambda: strongest_argv(untrained, settings, data, args)))  # each: (train.py's options, chosen)
+    rows = ((f"random-{network_tag(network)}", lambda: ({"encoder": probe.RANDOM, **network_values(network),
+                                                         "features": LAST}, None)),
+            (PIXELS, lambda: ({"encoder": PIXELS}, None)),
+            (TAG, lambda: strongest(untrained, settings, data, hardware)))  # each: (train.py's options, chosen)
     results = {}
-    for tag, encoder_argv in rows:
+    for tag, encoder_values in rows:
         described = tag if tag != TAG else f"{TAG}:" + ",".join(network_tag(n) for n in untrained)
         key = json.dumps({**settings, "encoder": described}, sort_keys=True)
         if key not in cached:
             name = f"reference-{data.flag}-{tag}-{hashlib.md5(key.encode()).hexdigest()[:DIGEST]}"
             with open(log, "a") as handle, redirect_stdout(handle), redirect_stderr(handle):
-                argv, chosen = encoder_argv()
-                train_args = probe_train.parse_args([*reference_argv(options, data), *argv, "--name", name])
-                encoder, path = probe.frozen_encoder(train_args.encoder, data, train_args.seed,
-                                                     train_args.backbone, train_args.stem, train_args.resize)
-                encoder = probe.probe_features(encoder, train_args.features)
-                subset = data.subset(train_args.samples, train_args.samples_per_class, train_args.seed)
+                values, chosen = encoder_values()
+                run = probe_train.options(**{**reference_values(options, data), **values, "name": name})
+                encoder, path = probe.frozen_encoder(run.encoder, data, run.seed, run.backbone, run.stem, run.resize)
+                encoder = probe.probe_features(encoder, run.features)
+                subset = data.subset(run.samples, run.samples_per_class, run.seed)
                 features = FeatureDataModule(subset, encoder)  # every split, the test one included, encoded once
-                final = probe.train_probe(train_args, subset, encoder, path, features)
-                metrics = probe.test_probe(final, subset, features, args)
+                final = probe.train_probe(run, subset, encoder, path, features)
+                metrics = probe.test_probe(final, subset, features, hardware)
             cached[key] = {"acc": metrics["acc"], "auroc": metrics["auroc"], "checkpoint": str(final),
                            "data_file": data_file, **({"chosen": chosen} if chosen else {})}
             atomic_write_text(cache, json.dumps(cached, indent=2) + "\n")
@@ -116,14 +114,15 @@ def drop_stale(cached: dict, data_file: str, md5: str, cache: Path) -> dict:
     return kept
 
 
-def strongest_argv(untrained: list[dict], settings: dict, data: MedMNISTDataModule, args) -> tuple[list[str], dict]:
+def strongest(untrained: list[dict], settings: dict, data: MedMNISTDataModule,
+              hardware: DataOptions) -> tuple[dict, dict]:
     """train.py's encoder options of the strongest untrained features for the head's labelled images (chosen on
     their train and val features only), and what was chosen."""
     subset = data.subset(settings["samples"], settings["samples_per_class"], settings["seed"] or 0)
-    device = feature_device(getattr(args, "accelerator", "cpu"))
+    device = feature_device(hardware.accelerator)
     networks = {network_tag(n): n for n in untrained}
     encoded = {tag: encode_candidates(n, settings["seed"] or 0, subset.splits, device) for tag, n in networks.items()}
     choice = choose(encoded, networks, data.num_classes, data.multilabel)
     chosen = {"network": network_tag(choice.network), "features": choice.features, "val_auroc": choice.val_auroc,
               "val_acc": choice.val_acc}
-    return ["--encoder", probe.RANDOM, *network_argv(choice.network), "--features", choice.features], chosen
+    return {"encoder": probe.RANDOM, **network_values(choice.network), "features": choice.features}, chosen

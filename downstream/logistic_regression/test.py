@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.cli.options import DataOptions, from_namespace
 from common.evaluation.report import report, run_test
 from common.evaluation.features import FeatureDataModule
 from common.evaluation.linear_probe import LogisticRegressionModule
@@ -32,7 +33,8 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, ["logistic_regression"], ("logistic_regression",))
+    path, ckpt, data, hardware = open_checkpoint(from_namespace(DataOptions, args, subset=True), args.checkpoint,
+                                                 ["logistic_regression"], ("logistic_regression",))
     head = build_from_checkpoint(LogisticRegressionModule, ckpt, f"--checkpoint {path.name}",
                                  multilabel=data.multilabel, dataset=data.flag)
     check_classes(head, data, path)
@@ -44,7 +46,7 @@ def main(argv=None):
     encoder, encoder_path = frozen_encoder(reference, data, head.hparams.seed, *network)
     encoder = read_features(encoder, head.hparams.get("features") or LAST)  # what the head was trained on
     features = FeatureDataModule(data, encoder, splits=("test",))
-    results = run_test(head, features, args)
+    results = run_test(head, features, hardware)
     beside = {}
     config = path.with_suffix(".config.json")
     if reference not in REFERENCES and not args.no_references and config.is_file():
@@ -52,7 +54,7 @@ def main(argv=None):
         print(f"the same probe on the raw pixels, a random-init encoder and the strongest untrained features "
               f"(chosen on val; trained once for these settings; output in {log}) ...", flush=True)
         options = json.loads(config.read_text())["options"]
-        beside = references(options, data, encoder.backbone_options, args, log)
+        beside = references(options, data, encoder.backbone_options, hardware, log)
     report(results, data.class_names, path, {"stage": "logistic_regression", "dataset": data.flag,
                                              "encoder": str(encoder_path), "references": beside})
     if beside:

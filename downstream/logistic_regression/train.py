@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from common.evaluation import probe_defaults as probe_hparams
 from common.cli.parsers import LEARNING_RATE, WEIGHT_DECAY, add_backbone_options, add_samples_per_class, train_parser
+from common.cli.options import from_namespace
+from downstream.logistic_regression.options import ProbeOptions
 from models.feature_choice import FEATURES_HELP, feature_option
 from models.choices import IMAGENET, PIXELS, RANDOM
 from utils import run_cli
@@ -35,15 +37,21 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+def parse_args(argv=None) -> ProbeOptions:
+    return from_namespace(ProbeOptions, build_parser().parse_args(argv))
+
+
+def options(**values) -> ProbeOptions:
+    """The stage's options as the command line's defaults give them, with `values` (typed; checked as the command
+    line's are: for another command that runs the probe, e.g. on the data it has resolved)."""
+    return from_namespace(ProbeOptions, build_parser().parse_values(values))
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    options = parse_args(argv)
     from downstream.logistic_regression import probe
 
-    return probe.run(args)
+    return probe.run(options)
 
 
 if __name__ == "__main__":

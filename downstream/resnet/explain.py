@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.cli.options import from_namespace
 from common.explain import gallery as explain
 from common.data.datamodule import MedMNISTDataModule
 from common.evaluation.open_checkpoint import open_checkpoint
-from downstream.resnet.module import FinetuneClassifier
-from downstream.resnet.test import finetuned
+from downstream.resnet.module import FinetuneClassifier, finetuned
 from models.checkpoints import read_checkpoint
 from utils import run_cli
 
@@ -48,10 +48,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    path, ckpt, data = open_checkpoint(args, ["resnet"], ("resnet",))
+    options = from_namespace(explain.ExplainOptions, build_parser().parse_args(argv))
+    path, ckpt, data, options = open_checkpoint(options, options.checkpoint, ["resnet"], ("resnet",))
     model = finetuned(path, ckpt, data)
-    return explain.run(args, model, model.encoder, data, path, title(model, path))
+    return explain.run(options, model, model.encoder, data, path, title(model, path))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
-"""Finetuning: the whole encoder plus a new linear layer, trained on images.
+"""Finetuning: the whole encoder plus a new linear layer, trained on images; and a saved one rebuilt (`finetuned`).
 
 Started from a pretrained encoder it is finetuning; started from random weights it is the supervised baseline.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from common.data.datamodule import MedMNISTDataModule
 from common.evaluation.classifier import ClassifierModule
+from common.evaluation.open_checkpoint import check_classes
 from common.training.memory_format import memory_format
 from common.data.normalize import normalize, to_unit
 from downstream.resnet.hparams import LR
-from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone
+from models.backbones import DEFAULT_BACKBONE, backbone_dims, build_backbone, require_reads
+from models.checkpoints import build_from_checkpoint, our_state_dict
 from models.heads import linear_head
 
 
@@ -53,3 +58,15 @@ class FinetuneClassifier(ClassifierModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def finetuned(path: Path, ckpt: dict, data: MedMNISTDataModule) -> FinetuneClassifier:
+    """The classifier saved as `path` (its checkpoint `ckpt`), checked against the data set."""
+    head = our_state_dict(ckpt).get("head.weight")  # missing: load_weights names it
+    model = build_from_checkpoint(FinetuneClassifier, ckpt, f"--checkpoint {path.name}",
+                                  num_classes=data.num_classes if head is None else head.shape[0],
+                                  multilabel=data.multilabel, dataset=data.flag)
+    check_classes(model, data, path)
+    require_reads(model.encoder, data.num_channels, data.size, f"--checkpoint {path.name}",
+                  "pass the --dataset and --size it was trained on", data.dims)
+    return model

@@ -11,7 +11,8 @@ into TensorBoard. The command line (no torch until the options are checked); the
 from __future__ import annotations
 
 from common.cli.parsers import LEARNING_RATE, add_backbone_options, add_samples_per_class, train_parser
-from downstream.resnet.hparams import BATCH_SIZE, EPOCHS, LR
+from common.cli.options import from_namespace
+from downstream.resnet.hparams import BATCH_SIZE, EPOCHS, LR, FinetuneOptions
 from utils import run_cli
 
 
@@ -28,15 +29,21 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+def parse_args(argv=None) -> FinetuneOptions:
+    return from_namespace(FinetuneOptions, build_parser().parse_args(argv))
+
+
+def options(**values) -> FinetuneOptions:
+    """The stage's options as the command line's defaults give them, with `values` (typed; checked as the command
+    line's are: for another command that runs finetuning, e.g. on the data it has resolved)."""
+    return from_namespace(FinetuneOptions, build_parser().parse_values(values))
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    options = parse_args(argv)
     from downstream.resnet import finetune
 
-    return finetune.run(args)
+    return finetune.run(options)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,3 @@ class BYOLHparams(MethodHparams):
     def add_options(cls, parser):
         parser.add_argument("--target-momentum", type=MOMENTUM, default=TARGET_MOMENTUM,
                             help="the target network's momentum at the start; a cosine schedule takes it to 1")
-
-    @classmethod
-    def method_options(cls, args):
-        return {"target_momentum": args.target_momentum}

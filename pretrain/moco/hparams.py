@@ -35,8 +35,3 @@ class MoCoHparams(MethodHparams):
         parser.add_argument("--bn-splits", type=POSITIVE_INT, default=BN_SPLITS,
                             help="split batch norm on one device (1: plain batch norm); several devices shuffle "
                                  "instead")
-
-    @classmethod
-    def method_options(cls, args):
-        return {"temperature": args.temperature, "queue_size": args.queue_size, "key_momentum": args.key_momentum,
-                "bn_splits": args.bn_splits}

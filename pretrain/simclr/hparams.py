@@ -23,7 +23,3 @@ class SimCLRHparams(MethodHparams):
         parser.add_argument("--temperature", type=TEMPERATURE_RANGE, default=TEMPERATURE)
         parser.add_argument("--loss", default="ntxent", choices=LOSSES,
                             help="ntxent (the study's) or dcl (decoupled: no positive in the denominator)")
-
-    @classmethod
-    def method_options(cls, args):
-        return {"temperature": args.temperature, "loss": args.loss}
