@@ -1,7 +1,7 @@
 """Batched, per-sample image operations on (N, C, H, W) float tensors in [0, 1].
 
 Every op takes explicit per-sample parameter tensors and matches the corresponding
-``torchvision.transforms.functional`` op on float images (see tests/test_augment.py).
+``torchvision.transforms.functional`` op on float images (see tests/common/augment/test_augment.py).
 C is 1 (grey) or 3 (RGB); colour-only ops are identities on grey images.
 """
 

@@ -1,6 +1,6 @@
 """Batched, per-volume operations on (N, C, D, H, W) float tensors in [0, 1].
 
-Every op takes explicit per-volume parameter tensors; tests/test_augment3d.py checks each against the same
+Every op takes explicit per-volume parameter tensors; tests/common/augment/test_augment3d.py checks each against the same
 operation written plainly, one volume at a time (F.interpolate then torch.rot90 and torch.flip, a full 3D
 Gaussian kernel with reflect padding).
 """

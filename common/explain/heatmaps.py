@@ -6,7 +6,7 @@
 
       alpha_k^c = mean_{i,j} d y^c / d A^k_{ij},      L^c = ReLU( sum_k alpha_k^c A^k )
 
-  upsampled (bilinear) to the image. Our own few lines, tested against this definition (tests/test_explain.py).
+  upsampled (bilinear) to the image. Our own few lines, tested against this definition (tests/common/explain/test_explain.py).
 - ViTs with the top-K patch head (--patch-topk): its softmax over the patch scores, the map the head learned.
 - Other ViTs: attention rollout (Abnar & Zuidema 2020): per block the attention averaged over heads, plus the
   identity for the residual path, rows renormalised; their product over the blocks; the class token's row over

@@ -1,4 +1,4 @@
-"""One process of a real 2-process DDP run on the CPU (gloo), for tests/test_ddp.py.
+"""One process of a real 2-process DDP run on the CPU (gloo), for tests/common/training/test_ddp.py.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/helpers/ddp_worker.py RESULTS DATA_DIR
 

@@ -11,8 +11,9 @@ from common.training.trainer import resume_point
 from pretrain import method_hparams
 from pretrain.cli import pretrain_parser
 from utils import UserError, models_dir
+from conftest import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPOSITORY)
 SCRIPT = os.path.join(REPO, "scripts", "slurm", "pretrain.sbatch")
 
 

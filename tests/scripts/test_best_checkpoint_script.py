@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "replace-with-best-checkpoint.sh"
+SCRIPT = REPO / "scripts" / "replace-with-best-checkpoint.sh"
 
 
 # --------------------------------------------------------------------- helpers

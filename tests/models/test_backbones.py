@@ -8,7 +8,7 @@ from models.resnet import ResNetEncoder
 from models.vit import patch_size
 
 NETWORKS = [(name, stem) for name, entry in BACKBONES.items() if entry.dims == 2 for stem in (entry.stems or (None,))]
-# the 3D backbones: tests/test_3d.py
+# the 3D backbones: tests/downstream/test_3d.py
 
 
 @pytest.mark.parametrize("name, stem", NETWORKS)

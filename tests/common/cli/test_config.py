@@ -5,15 +5,13 @@ import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
-
 import pytest
 
 from common.cli.parsers import COMMAND_ONLY, Number
+from conftest import REPO
 from helpers.events import scalar_values
 from utils import models_dir
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_COMMANDS = ["pretrain/simclr/train.py", "pretrain/moco/train.py", "pretrain/byol/train.py",
                   "downstream/logistic_regression/train.py", "downstream/resnet/train.py"]
 LIGHT_COMMANDS = TRAIN_COMMANDS + ["scripts/tune.py"]

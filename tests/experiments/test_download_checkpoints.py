@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REPO
 from experiments import zenodo
 from experiments.download import select
 from experiments.zenodo import RecordFile, human_size, parse_record_id
 from utils import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "download_checkpoints.py"
 RECORD = "8048780"
 STAGE_DIRS = {

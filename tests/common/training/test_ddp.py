@@ -11,8 +11,9 @@ import torch
 
 from pretrain import METHODS
 from utils import OUTPUT_ROOT_VARIABLE
+from conftest import REPO as REPOSITORY
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPOSITORY)
 WORLD = 2
 RUNS = {"pretrain/simclr": "ddp-simclr", "pretrain/moco": "ddp-moco", "pretrain/byol": "ddp-byol",
         "downstream/logistic_regression": "ddp-probe", "downstream/resnet": "ddp-finetune"}
