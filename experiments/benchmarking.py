@@ -26,7 +26,7 @@ from common.data.datamodule import MedMNISTDataModule
 from common.evaluation.features import FeatureDataModule, extract_features
 from common.training.memory_format import memory_format
 from common.data.normalize import normalize, to_unit
-from common.training.safety import StopOnNonFiniteLoss
+from common.training.nonfinite import StopOnNonFiniteLoss
 from common.training.trainer import peak_rss_mb
 from models.backbones import build_backbone
 from pretrain import method_class

@@ -15,7 +15,7 @@ from common.evaluation import lbfgs_probe
 from common.evaluation.classifier import ClassifierModule
 from common.evaluation.metrics import classification_loss
 from common.evaluation.probe_defaults import BATCH_SIZE, EPOCHS, GAMMA, LR, MILESTONES, WEIGHT_DECAY
-from common.training.safety import check_finite
+from common.training.nonfinite import check_finite
 from models.heads import linear_head
 from utils import torch_threads
 

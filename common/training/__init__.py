@@ -1,2 +1,3 @@
-"""Training runs: the Lightning Trainer set-up and fit-and-save (trainer), checkpoint writes and run records
-(safety), the run lock, --time-budget, devices and precisions (hardware, distributed, memory_format)."""
+"""Training runs: the Lightning Trainer set-up and fit-and-save (trainer, options), atomic checkpoint writes
+(checkpoint_io), the stop on non-finite loss (nonfinite), the saved config and log flushes (callbacks), the run lock,
+--time-budget, devices and precisions (hardware, distributed, memory_format)."""

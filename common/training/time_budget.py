@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.trainer.states import RunningStage
 
-from common.training.safety import AtomicCheckpointIO
+from common.training.checkpoint_io import AtomicCheckpointIO
 
 WARMUP_STEPS = 2  # ours: untimed first steps (allocations, cuDNN's algorithm search, lazy initialisation)
 TIMED_STEPS = 5  # ours: enough for a mean within a few per cent on a quiet machine, a second for a small CNN on a CPU
@@ -95,7 +95,7 @@ def timed_steps(step: Callable[[], None], device: torch.device, warmup: int = WA
 
 
 def timed_save(state: dict, folder: Path) -> float:
-    """Seconds to save `state` as the run saves its checkpoints (common.training.safety.AtomicCheckpointIO: a temporary
+    """Seconds to save `state` as the run saves its checkpoints (common.training.checkpoint_io.AtomicCheckpointIO: a temporary
     file, fsync, rename), in `folder`, where the run will write them; the file is deleted."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".time-budget-") as scratch:

@@ -25,8 +25,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from common.training import run_lock
 from common.training.options import TrainerOptions
 from common.training.hardware import check_precision
-from common.training.safety import MB, free_bytes, tensor_bytes, write_failure
-from common.training.safety import AtomicCheckpointIO, FlushLogsWithCheckpoints, SaveConfig, StopOnNonFiniteLoss
+from common.training.callbacks import FlushLogsWithCheckpoints, SaveConfig
+from common.training.checkpoint_io import MB, AtomicCheckpointIO, free_bytes, tensor_bytes, write_failure
+from common.training.nonfinite import StopOnNonFiniteLoss
 from utils import OUTPUT_ROOT_VARIABLE, REPO_ROOT, UserError, atomic_path, atomic_write_text, models_dir
 
 

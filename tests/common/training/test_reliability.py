@@ -58,7 +58,7 @@ def test_sigkill_then_resume_finishes_the_run(data_dir, tmp_path):
 
 DIE_DURING_SAVE = """
 import os, sys, torch
-import common.training.safety
+import common.training.checkpoint_io
 real_save = torch.save
 def dying_save(obj, handle, *args, **kwargs):
     # a later save of last.ckpt: write half of it, then die as a SIGKILL would
@@ -69,7 +69,7 @@ def dying_save(obj, handle, *args, **kwargs):
         handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2]); handle.flush()
         os._exit(137)
     return real_save(obj, handle, *args, **kwargs)
-common.training.safety.torch.save = dying_save
+common.training.checkpoint_io.torch.save = dying_save
 from pretrain.simclr import train
 train.main(sys.argv[1:])
 """

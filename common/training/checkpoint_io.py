@@ -1,18 +1,16 @@
-"""Runs that survive interruption: atomic checkpoint files, a stop on non-finite loss, the saved config."""
+"""Checkpoint files that survive interruption: written atomically, and a full disk (or a folder that cannot be
+written) a one-line error that names what is kept."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
 
-from utils import UserError, atomic_path, atomic_write_text
+from utils import UserError, atomic_path
 
 
 WRITE_ERRNOS = {errno.ENOSPC: "no space left on", errno.EDQUOT: "disk quota exceeded on",
@@ -71,55 +69,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if failure is None:
                 raise
             raise failure from None
-
-
-class NonFiniteLossError(UserError):
-    pass
-
-
-def check_finite(loss: torch.Tensor, trainer: pl.Trainer) -> None:
-    """Raise NonFiniteLossError, naming the step, if `loss` is NaN or infinite."""
-    if not torch.isfinite(loss).all():
-        folder = Path(trainer.logger.log_dir) / "checkpoints" if trainer.logger else "the run's folder"
-        raise NonFiniteLossError(
-            f"loss is {float(loss.detach())} at step {trainer.global_step} (epoch {trainer.current_epoch})",
-            f"the last good checkpoint is kept in {folder}; try a lower --lr, then --resume or start again")
-
-
-class StopOnNonFiniteLoss(Callback):
-    """Stop before the backward pass of a NaN/inf loss, so no bad weights are ever checkpointed."""
-
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        check_finite(loss, trainer)
-
-
-class SaveConfig(Callback):
-    """Write the resolved configuration next to the run's checkpoints when training starts."""
-
-    def __init__(self, record: dict):
-        self.record = record
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_rank == 0 and trainer.logger is not None:
-            folder = Path(trainer.logger.log_dir) / "checkpoints"
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "config.json", json.dumps(self.record, indent=2, default=str) + "\n")
-
-
-class FlushLogsWithCheckpoints(Callback):
-    """Write the logger's pending TensorBoard events to disk with every checkpoint and at the start of every
-    epoch (Lightning writes an epoch's training metrics just after its checkpoint), so a run killed mid-epoch
-    keeps every point of the epochs its checkpoint holds; TensorBoard's writer would otherwise wait for 10
-    events or 2 minutes. A resumed run logs the later steps again, at the same step numbers."""
-
-    @staticmethod
-    def flush(trainer: pl.Trainer) -> None:
-        flush = getattr(getattr(trainer.logger, "experiment", None), "flush", None)
-        if trainer.global_rank == 0 and callable(flush):
-            flush()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.flush(trainer)
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        self.flush(trainer)
