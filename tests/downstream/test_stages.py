@@ -24,12 +24,13 @@ from utils import UserError, models_dir, resolve_encoder, run_cli
 
 @pytest.fixture(scope="module")
 def pretrained(data_dir, tmp_path_factory):
-    """A 2-epoch SimCLR run on grey breastmnist, shared by the tests of this module."""
+    """A 2-epoch SimCLR run on grey breastmnist, shared by the tests of this module (the small CNN: the stages' plumbing
+    is the point here, not the network; ResNets run in tests/models/ and tests/downstream/test_3d.py)."""
     root = tmp_path_factory.mktemp("out")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDSIMCLR_OUTPUT_ROOT", str(root))
         simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "2",
-                           "--batch-size", "16", "--aug", "natural", "--recipe", "study", "--select-by", "knn"])
+                           "--batch-size", "16", "--aug", "natural", "--backbone", "small_cnn", "--select-by", "knn"])
     return root
 
 
@@ -122,17 +123,17 @@ def test_probe_test_reports_the_references_trained_once_then_cached(out, data_di
     lr_test.main(["--checkpoint", "probe-with-references", "--data-dir", str(data_dir)])
     printed = capsys.readouterr().out
     result = json.loads((models_dir("logistic_regression") / "probe-with-references.test.json").read_text())
-    assert set(result["references"]) == {"random-resnet18-imagenet", "pixels", "best-untrained"}
+    assert set(result["references"]) == {"random-small_cnn", "pixels", "best-untrained"}
     for tag, row in result["references"].items():
         assert 0 <= row["auroc"] <= 1 and f"{tag:<32}  {row['acc']:8.4f}" in printed
         reference = torch.load(row["checkpoint"], weights_only=True)["hyper_parameters"]
         assert reference["seed"] == 0 and reference["max_epochs"] == 2  # the head's settings
-    chosen = result["references"]["best-untrained"]["chosen"]  # a random-init stage of the backbone or the small CNN
-    assert chosen["network"] in ("resnet18-imagenet", "small_cnn") and 0 <= chosen["val_auroc"] <= 1
+    chosen = result["references"]["best-untrained"]["chosen"]  # a random-init stage of the backbone (the small CNN)
+    assert chosen["network"] == "small_cnn" and 0 <= chosen["val_auroc"] <= 1
     best = torch.load(result["references"]["best-untrained"]["checkpoint"], weights_only=True)["hyper_parameters"]
     assert (best["encoder"], best["features"]) == ("random", chosen["features"])
     assert best["backbone"] == chosen["network"].split("-")[0]
-    assert torch.load(result["references"]["random-resnet18-imagenet"]["checkpoint"],
+    assert torch.load(result["references"]["random-small_cnn"]["checkpoint"],
                       weights_only=True)["hyper_parameters"]["features"] == "last"  # the random row: its last layer
     assert "pretrain-breastmnist" in printed.split("test AUROC")[-1]  # the encoder's own row, above them
     monkeypatch.setattr(lr_probe, "train_probe", lambda *a: pytest.fail("a reference was trained again"))
@@ -225,7 +226,8 @@ def test_finetune_from_pretrained_and_test(out, data_dir, capsys):
 
 def test_baseline_multilabel_and_rgb(out, data_dir, capsys):
     for flag in ("chestmnist", "bloodmnist"):
-        resnet_train.main(["--dataset", flag, "--data-dir", str(data_dir), "--epochs", "1", "--init", "none"])
+        resnet_train.main(["--dataset", flag, "--data-dir", str(data_dir), "--epochs", "1", "--init", "none",
+                           "--backbone", "small_cnn"])
         final = models_dir("resnet") / f"baseline-{flag}.ckpt"
         assert torch.load(final, weights_only=True)["hyper_parameters"]["init"] is None
         resnet_test.main(["--checkpoint", f"baseline-{flag}", "--dataset", flag, "--data-dir", str(data_dir)])
