@@ -6,7 +6,9 @@ its model (pretrain/run.py's `calibrate`), leaving the model and every random ge
 (`preserved_rng`). At the Trainer's set-up `TimeBudget` turns the seconds left into the most epochs that fit
 (`epochs_for_budget`), which the schedule then runs over, and it stops training when the budget is spent: it is
 Lightning's `Timer` (what `Trainer(max_time=...)` builds) with its clock started at the calibration, not at the
-first step, so that calibration and set-up count too.
+first step, so that calibration and set-up count too. A calibration is a few steps, timed while the machine may be
+busier or quieter than it will be: through the first half of the plan, each epoch's end plans again from what the
+epochs really took (`TimeBudget.replan`), moving the schedule's end (and so the cosine's length) to the new plan.
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ STOP_SAVES = 3  # checkpoint saves after the clock stops training: last.ckpt, th
 # (one untimed and one timed step at least): a network whose step takes minutes on this machine is timed in two
 # steps, not seven (a ViT at 64 px took 7 x 148 s under a 4-minute budget before)
 CALIBRATION_SHARE = 0.1
+# ours: the share of the planned epochs through which each epoch's end plans again from the epochs' measured time.
+# Runs planned from a calibration timed while another run was starting used 62-90% of 30-minute budgets
+# (docs/recipes/confirmation30.md); after half the plan the schedule's tail stays as planned
+REPLAN_SHARE = 0.5
 
 
 @dataclass
@@ -158,8 +164,9 @@ def epochs_for_budget(budget_s: float, seconds_per_step: float, steps: int, vali
 class TimeBudget(Timer):
     """Lightning's Timer, stepwise, with its clock started at `started` (time.monotonic() before the calibration).
     At set-up it plans the epochs to fit the budget (capped at `cap`), sets the Trainer's and the module's
-    max_epochs to them (the module's schedule reads hparams.max_epochs), every process taking rank 0's plan; it
-    stops training once the budget less the time to validate and save after the stop is spent; at the end of
+    max_epochs to them (the module's schedule reads hparams.max_epochs), every process taking rank 0's plan;
+    through the first half of the plan each epoch's end plans them again from the epochs' measured time; it stops
+    training once the budget less the time to validate and save after the stop is spent; at the end of
     training it records what the run achieved in `record` (a dict the run's config record holds)."""
 
     def __init__(self, minutes: float, started: float, calibration: Calibration, n_train: int, batch_size: int,
@@ -170,6 +177,7 @@ class TimeBudget(Timer):
                          verbose=False)
         self.n_train, self.batch_size, self.validate_every = n_train, batch_size, validate_every
         self.saves_per_epoch, self.cap = saves_per_epoch, cap
+        self.epochs_started: float | None = None  # time.monotonic() at the first epoch's start
         self.record = {"minutes": minutes, **{k: round(v, 4) for k, v in asdict(calibration).items()}}
         self.record["calibration_s"] = self.record.pop("seconds")
 
@@ -180,13 +188,26 @@ class TimeBudget(Timer):
         end = self.end_time(stage)
         return (time.monotonic() if end is None else end) - self.started
 
-    def plan(self, elapsed_s: float, world_size: int) -> tuple[int, int]:
-        """(epochs, steps per epoch) that fit the seconds left after `elapsed_s` (not capped)."""
+    def plan(self, elapsed_s: float, world_size: int, scale: float = 1.0, warmup: bool = True) -> tuple[int, int]:
+        """(epochs, steps per epoch) that fit the seconds left after `elapsed_s` (not capped), every calibrated
+        cost multiplied by `scale`; `warmup`: the first steps' extra seconds are still to be paid."""
         c, steps = self.calibration, steps_per_epoch(self.n_train, self.batch_size, world_size)
-        left = (self.budget_s - elapsed_s - self.reserve_s) * PLAN_SHARE - c.warmup_extra_s
-        overhead = self.saves_per_epoch * c.checkpoint_s + EPOCH_FIXED_S
-        validation = c.validation_s + c.checkpoint_s  # the best checkpoint saved after it, when it improved
-        return epochs_for_budget(left, c.seconds_per_step, steps, validation, self.validate_every, overhead), steps
+        left = (self.budget_s - elapsed_s - self.reserve_s) * PLAN_SHARE - (c.warmup_extra_s if warmup else 0.0)
+        overhead, validation = self.epoch_costs()
+        return epochs_for_budget(left, c.seconds_per_step * scale, steps, validation * scale, self.validate_every,
+                                 overhead * scale), steps
+
+    def epoch_costs(self) -> tuple[float, float]:
+        """(seconds of an epoch besides its steps, seconds of a validation) by the calibration."""
+        c = self.calibration
+        return self.saves_per_epoch * c.checkpoint_s + EPOCH_FIXED_S, c.validation_s + c.checkpoint_s
+
+    def predicted_s(self, epochs: int, steps: int) -> float:
+        """The calibration's estimate of `epochs` epochs' seconds, the first steps' extra ones included."""
+        overhead, validation = self.epoch_costs()
+        c = self.calibration
+        return (epochs * (steps * c.seconds_per_step + overhead) + (epochs // self.validate_every) * validation
+                + c.warmup_extra_s)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         elapsed = self.time_elapsed()
@@ -194,7 +215,7 @@ class TimeBudget(Timer):
         epochs = min(fitting, self.cap) if self.cap else fitting
         trainer.fit_loop.max_epochs = pl_module.hparams.max_epochs = epochs  # before configure_optimizers reads it
         self.record.update(planned_at_s=round(elapsed, 3), planned_epochs=epochs, fitting_epochs=fitting,
-                           steps_per_epoch=steps)
+                           steps_per_epoch=steps, first_planned_epochs=epochs, replans=0, time_scale=1.0)
         if trainer.is_global_zero:
             capped = f" (--epochs {self.cap} of the {fitting} that fit)" if epochs < fitting else ""
             print(f"--time-budget {self.record['minutes']:g} min: {self.calibration.seconds_per_step:.3g} s/step, "
@@ -204,6 +225,39 @@ class TimeBudget(Timer):
     def on_fit_start(self, trainer: pl.Trainer, *args, **kwargs) -> None:
         """Timer checks a resumed clock here; this one trains at least one step, however little budget is left."""
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.epochs_started is None:
+            self.epochs_started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self.replan(trainer, pl_module)
+
+    def replan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Within the first REPLAN_SHARE of the planned epochs: the epochs again, from the seconds the epochs so far
+        really took against the calibration's estimate of them (one factor, `time_scale`, on every calibrated
+        cost), rank 0's on every process; the Trainer's, the module's and the cosine schedule's length moved to
+        them. The schedule is CosineAnnealingLR's recursive form, so the learning rate goes on from where it is and
+        reaches its floor at the new end. The condition reads only what every process shares (the epoch, the
+        broadcast plan), so every process calls the broadcast."""
+        done, planned = trainer.current_epoch + 1, self.record["planned_epochs"]
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+        if (trainer.should_stop or done >= planned or done > REPLAN_SHARE * planned or not schedulers
+                or not all(isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) for s in schedulers)):
+            return
+        steps = self.record["steps_per_epoch"]
+        scale = (time.monotonic() - self.epochs_started) / self.predicted_s(done, steps)
+        more, _ = self.plan(self.time_elapsed(), trainer.world_size, scale, warmup=False)
+        fitting, scale = trainer.strategy.broadcast((done + more, scale))
+        epochs = min(fitting, self.cap) if self.cap else fitting
+        self.record.update(fitting_epochs=fitting, time_scale=round(scale, 4))
+        if epochs == planned:
+            return
+        trainer.fit_loop.max_epochs = pl_module.hparams.max_epochs = epochs
+        for scheduler in schedulers:
+            scheduler.T_max = epochs
+        self.record.update(planned_epochs=epochs, replans=self.record["replans"] + 1)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         planned, steps = self.record["planned_epochs"], trainer.num_training_batches
@@ -212,5 +266,8 @@ class TimeBudget(Timer):
                            wall_s=round(self.time_elapsed(), 3), stopped_by_budget=done < planned * steps)
         if trainer.is_global_zero:
             how = "stopped by the budget" if self.record["stopped_by_budget"] else "the schedule complete"
+            first = self.record["first_planned_epochs"]
+            replanned = (f", re-planned from {first} (the epochs took {self.record['time_scale']:.2f}x the "
+                         f"calibration's estimate)" if planned != first else "")
             print(f"--time-budget {self.record['minutes']:g} min: {self.record['epochs_run']:g} of {planned} epochs "
-                  f"({done} steps) in {self.record['wall_s']:.1f} s, {how}")
+                  f"({done} steps) in {self.record['wall_s']:.1f} s, {how}{replanned}")

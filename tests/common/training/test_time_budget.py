@@ -1,5 +1,6 @@
 """--time-budget: the epoch arithmetic, a run stopped by its budget, a calibration that changes nothing the run
 uses, and the option's errors."""
+import dataclasses
 import json
 import random
 import subprocess
@@ -71,6 +72,32 @@ def test_a_run_stops_at_its_budget_and_records_it(data_dir, output_root, monkeyp
     assert last["global_step"] == spent["steps_run"]  # saved where the clock stopped it
     assert last["hyper_parameters"]["max_epochs"] == spent["planned_epochs"]
     assert last["lr_schedulers"][0]["T_max"] == spent["planned_epochs"]  # the cosine schedule over the plan
+
+
+def test_a_calibration_that_overestimates_its_steps_is_corrected_by_the_epochs_it_times(data_dir, output_root,
+                                                                                         monkeypatch):
+    """Told each step takes 1 s (several times what it takes here, even on a busy machine), the run plans a few epochs, then plans again
+    from its first epochs' time: it fills its budget instead of ending early, the schedule's length moved to the
+    new plan, the learning rate going on down from where it was."""
+    import pretrain.run
+
+    real = pretrain.run.calibrate
+
+    def slow_calibration(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), seconds_per_step=1.0)
+
+    monkeypatch.setattr(pretrain.run, "calibrate", slow_calibration)
+    final = simclr_train.main([*TINY, "--data-dir", str(data_dir), "--time-budget", "0.2", "--name", "replanned"])
+    spent = json.loads(final.with_suffix(".config.json").read_text())["time_budget"]
+    assert spent["first_planned_epochs"] >= 2 and spent["replans"] >= 1 and spent["time_scale"] < 1.0
+    assert spent["planned_epochs"] > spent["first_planned_epochs"]
+    assert spent["wall_s"] >= 0.6 * 12.0  # the first plan alone ends within a second or two
+    last = torch.load(models_dir("simclr") / "tb_logs" / "replanned" / "version_0" / "checkpoints" / "last.ckpt",
+                      map_location="cpu", weights_only=True)
+    assert last["hyper_parameters"]["max_epochs"] == last["lr_schedulers"][0]["T_max"] == spent["planned_epochs"]
+    rates = scalar_values(models_dir("simclr") / "tb_logs" / "replanned", "train/lr")
+    assert len(rates) >= spent["first_planned_epochs"] + 1
+    assert all(later <= earlier * (1 + 1e-6) for earlier, later in zip(rates, rates[1:]))  # no jump at a re-plan
 
 
 def test_a_budget_deriving_e_epochs_trains_as_epochs_e(data_dir, output_root):
