@@ -7,10 +7,11 @@
 
 For every label budget (--labels per class, or --samples in all) and seed (the draw of the labelled
 images), each protocol is a cell:
-  probe     logistic regression on each frozen encoder (read at --features), and the references: a random-init
-            encoder of each backbone (its last layer), the raw pixels, and the strongest untrained features
-            (random-init stages of each backbone and of the small CNN, chosen on the validation split for each
-            cell's labels); each encoder's features are computed once and reused by every probe cell
+  probe     logistic regression on each frozen encoder (read at --features: by default the best of its last
+            layer, each stage and all stages on the validation split, for each cell's labels), and the
+            references: a random-init encoder of each backbone (its last layer), the raw pixels, and the
+            strongest untrained features (random-init stages of each backbone and of the small CNN, chosen the
+            same way); each encoder's features are computed once and reused by every probe cell
   finetune  all layers from each encoder
   baseline  the same network from scratch (supervised)
 Each cell trains as its stage's train.py does (its checkpoint in that stage's models/ folder, named
@@ -45,10 +46,11 @@ from common.evaluation.probe_defaults import EPOCHS as PROBE_EPOCHS, SOLVERS
 from downstream.logistic_regression import probe as lr_probe, train as probe_train
 from downstream.logistic_regression.options import ProbeOptions
 from downstream.logistic_regression.references import network_tag, network_values
-from downstream.logistic_regression.strongest import TAG as STRONGEST, choose, encode_candidates, untrained_networks
+from downstream.logistic_regression.strongest import (TAG as STRONGEST, best_features, choose, encode_candidates,
+                                                    encode_network_candidates, untrained_networks)
 from downstream.resnet import finetune, train as finetune_train
 from models.checkpoints import load_encoder, read_checkpoint
-from models.feature_choice import FEATURES_HELP, LAST, feature_option
+from models.feature_choice import BEST, BEST_HELP, FEATURES_HELP, LAST, feature_choice_option
 from models.imagenet import IMAGENET, imagenet_encoder
 from models.choices import RANDOM
 from models.pixels import PIXELS
@@ -103,9 +105,10 @@ def build_parser():
                         help="the probe's reference rows: a random-init encoder of each backbone (last layer), the raw "
                              f"pixels, {STRONGEST} (the strongest untrained features, chosen on val); default all three, "
                              "none with an empty list")
-    parser.add_argument("--features", type=feature_option, default=None,
-                        help=FEATURES_HELP + "; of the pretrained encoders' probe (default: what each encoder's "
-                             "pretraining read, else last)")
+    parser.add_argument("--features", type=feature_choice_option, default=BEST,
+                        help=FEATURES_HELP + BEST_HELP + " (chosen for each cell's labels); of the pretrained "
+                             f"encoders' probe (default {BEST}: each encoder read at its best candidate, as the "
+                             "strongest untrained reference is)")
     parser.add_argument("--probe-solver", choices=SOLVERS, default=PROBE_SOLVER,
                         help=f"the probe's solver (default {PROBE_SOLVER}: see PROBE_SOLVER)")
     parser.add_argument("--probe-epochs", type=POSITIVE_INT, default=PROBE_EPOCHS, help="of the adamw probe")
@@ -332,6 +335,17 @@ class Runner:
         values = {"encoder": RANDOM, **network_values(choice.network), "features": choice.features}
         return values, f"{network_tag(choice.network)} {choice.features} (val AUROC {choice.val_auroc:.4f})"
 
+    def best(self, cell: Cell) -> str:
+        """--features best: the pretrained encoder's candidate that scores best on val for this cell's labels
+        (every candidate encoded once per encoder)."""
+        key = ("candidates", cell.encoder.tag, None)
+        if key not in self.encoded:
+            encoder, _ = lr_probe.frozen_encoder(cell.encoder.reference, self.data, cell.seed)
+            self.encoded[key] = encode_network_candidates(encoder, self.data.splits,
+                                                          feature_device(self.args.accelerator))
+        return best_features(self.encoded[key], self.data.num_classes, self.data.multilabel,
+                             keep=self.labelled(cell)).features
+
     def probe(self, cell: Cell) -> Path:
         encoder_values = {"encoder": cell.encoder.reference}
         if cell.encoder.tag == STRONGEST:
@@ -339,7 +353,7 @@ class Runner:
         elif cell.encoder.reference in (RANDOM, IMAGENET):
             encoder_values.update(network_values(cell.encoder.options), features=LAST)
         elif cell.encoder.path:
-            encoder_values["features"] = self.args.features
+            encoder_values["features"] = self.best(cell) if self.args.features == BEST else self.args.features
         run = probe_train.options(**{**self.common_values(cell), **encoder_values, "solver": self.args.probe_solver,
                                      "epochs": self.args.probe_epochs})
         encoder, path, encoded = self.features(cell, run)

@@ -6,6 +6,9 @@
                   K-th conv block, a ViT's K-th transformer block (its patch tokens averaged)
     stages        every stage pooled, concatenated (first to last)
     stages:I-J    stages I to J pooled, concatenated; stages:I,J,... those stages
+    best          (the probe and the label-efficiency command only) the candidate (`candidates`) whose L-BFGS probe
+                  on the labelled training images scores best on the validation split, as the strongest untrained
+                  reference is chosen (downstream/logistic_regression/strongest.py); the probe records what it chose
 
 The best layer to read depends on the data and the task (Bordes et al. 2022, "Guillotine regularization"): on
 small grey images a random-init small CNN's pooled first block beats every network's last layer. A spec is kept as
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 LAST, STAGE, STAGES = "last", "stage", "stages"
+BEST = "best"  # chosen on val among `candidates`: not a spec of stages, resolved before any network reads it
 DEFAULT = LAST
 
 
@@ -68,8 +72,8 @@ def resolve(text: str, count: int) -> tuple[int, ...] | None:
 
 def candidates(count: int) -> list[str]:
     """What the strongest untrained reference tries of a network with `count` stages: its own output, each stage
-    pooled, and all of them concatenated."""
-    return [LAST, *(f"{STAGE}:{k}" for k in range(1, count + 1)), STAGES]
+    pooled, and all of them concatenated (a network without stages, as the raw pixels: its output only)."""
+    return [LAST, *(f"{STAGE}:{k}" for k in range(1, count + 1)), STAGES] if count else [LAST]
 
 
 def feature_option(text: str) -> str:
@@ -81,5 +85,14 @@ def feature_option(text: str) -> str:
 
 
 feature_option.__name__ = "features"
+
+
+def feature_choice_option(text: str) -> str:
+    """--features' argparse type where the choice on val is offered too: best, or a canonical spec."""
+    return BEST if text.strip() == BEST else feature_option(text)
+
+
+feature_choice_option.__name__ = "features"
 FEATURES_HELP = (f"which features to read: {LAST} (the network's output), {STAGE}:K (stage K globally "
                  f"average-pooled; 1 = the first block), {STAGES} (every stage pooled, concatenated), {STAGES}:I-J")
+BEST_HELP = f"; {BEST}: the candidate (last, each stage, all stages) whose probe scores best on the validation split"

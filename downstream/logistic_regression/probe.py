@@ -12,13 +12,14 @@ from common.cli.parsers import new_network, size_suffix, subset_suffix
 from common.data.datamodule import MedMNISTDataModule
 from common.data.sources import describe
 from common.evaluation.report import run_test
-from common.evaluation.features import FeatureDataModule
+from common.evaluation.features import FeatureDataModule, feature_device
 from common.training.options import TrainerOptions
 from common.training.trainer import check_output, file_md5, fit_and_save
 from downstream.logistic_regression.options import ProbeOptions
 from models.backbones import build_backbone
 from models.checkpoints import build_from_checkpoint, load_encoder, read_checkpoint
-from models.feature_choice import LAST
+from downstream.logistic_regression.strongest import best_features, encode_network_candidates, tried_text
+from models.feature_choice import BEST, LAST
 from models.imagenet import imagenet_encoder
 from models.choices import IMAGENET, PIXELS, RANDOM
 from models.pixels import RawPixels
@@ -76,8 +77,19 @@ def run(options: ProbeOptions) -> Path:
     reference = options.encoder or f"pretrain-{data.flag}{size_suffix(options.size)}"
     encoder, encoder_path = frozen_encoder(reference, data, options.seed, options.backbone, options.stem,
                                            options.resize, options.patch_topk)
+    if options.features == BEST:
+        options = replace(options, features=chosen_features(encoder, data, options.accelerator))
     encoder = probe_features(encoder, options.features)
     return train_probe(options, data, encoder, encoder_path, FeatureDataModule(data, encoder))
+
+
+def chosen_features(encoder, data: MedMNISTDataModule, accelerator: str) -> str:
+    """--features best: the encoder's candidate that scores best on val (strongest.best_features), printed with
+    what every candidate scored."""
+    encoded = encode_network_candidates(encoder, data.splits, feature_device(accelerator))
+    choice = best_features(encoded, data.num_classes, data.multilabel)
+    print(f"--features best: {choice.features} (val AUROC of each: {tried_text(choice)})")
+    return choice.features
 
 
 def train_probe(options: ProbeOptions, data: MedMNISTDataModule, encoder, encoder_path,

@@ -46,7 +46,13 @@ def random_network(options: dict, seed: int) -> torch.nn.Module:
 def encode_candidates(options: dict, seed: int, splits: dict, device: torch.device,
                       wanted: tuple[str, ...] = CHOICE_SPLITS) -> dict[str, dict[str, tuple]]:
     """{candidate spec: {split: (features, labels)}} of the random-init network, every candidate from one pass."""
-    reader = all_stages(random_network(options, seed))
+    return encode_network_candidates(random_network(options, seed), splits, device, wanted)
+
+
+def encode_network_candidates(network: torch.nn.Module, splits: dict, device: torch.device,
+                              wanted: tuple[str, ...] = CHOICE_SPLITS) -> dict[str, dict[str, tuple]]:
+    """{candidate spec: {split: (features, labels)}} of `network` (random-init or pretrained), from one pass."""
+    reader = all_stages(network)
     encoded = {split: (extract_features(reader, splits[split][0], device), splits[split][1].to(device))
                for split in wanted}
     split_up = {split: split_candidates(x, reader) for split, (x, _) in encoded.items()}
@@ -82,3 +88,18 @@ def choose(encoded: dict[str, dict[str, dict[str, tuple]]], networks: dict[str, 
                 best = (tag, spec, *score)
     tag, spec, auroc, acc = best
     return Choice(networks[tag], spec, auroc, acc, tuple(tried))
+
+
+def best_features(encoded: dict[str, dict[str, tuple]], num_classes: int, multilabel: bool,
+                  keep: torch.Tensor | None = None) -> Choice:
+    """--features best: which of a network's own candidates (`encoded` by encode_network_candidates: its last
+    layer, each stage pooled, all stages) the L-BFGS probe on the labelled training images (`keep` of the train
+    split: all of it when None) scores best with on the validation split, as the strongest untrained reference is
+    chosen; the test split is never read."""
+    return choose({"encoder": encoded}, {"encoder": {}}, num_classes, multilabel, keep)
+
+
+def tried_text(choice: Choice) -> str:
+    """The candidates' validation AUROCs, best first, for a run's message: 'stage:1 0.812, last 0.790, ...'."""
+    ranked = sorted(choice.tried, key=lambda t: (t[2], t[3]), reverse=True)
+    return ", ".join(f"{spec} {auroc:.3f}" for _, spec, auroc, _ in ranked)

@@ -11,7 +11,7 @@ from common.evaluation import probe_defaults as probe_hparams
 from common.cli.parsers import LEARNING_RATE, WEIGHT_DECAY, add_backbone_options, add_samples_per_class, train_parser
 from common.cli.options import from_namespace
 from downstream.logistic_regression.options import ProbeOptions
-from models.feature_choice import FEATURES_HELP, feature_option
+from models.feature_choice import BEST_HELP, FEATURES_HELP, feature_choice_option
 from models.choices import IMAGENET, PIXELS, RANDOM
 from utils import run_cli
 
@@ -26,8 +26,9 @@ def build_parser():
                              f"weights (ResNets), or '{PIXELS}' for the raw pixels; "
                              "default pretrain-<dataset> (-<size> when not 28)")
     add_backbone_options(parser, "with --encoder random or imagenet")
-    parser.add_argument("--features", type=feature_option, default=None,
-                        help=FEATURES_HELP + "; default: what the encoder's pretraining read (its --features), else last")
+    parser.add_argument("--features", type=feature_choice_option, default=None,
+                        help=FEATURES_HELP + BEST_HELP + "; default: what the encoder's pretraining read (its "
+                             "--features), else last")
     parser.add_argument("--solver", choices=probe_hparams.SOLVERS, default="adamw",
                         help="adamw: the study's head, minibatch AdamW for --epochs; lbfgs: the transfer protocol of "
                              "Chen et al. 2020, standardised features, full-batch L-BFGS, l2 strength chosen on val "

@@ -143,3 +143,51 @@ def test_the_label_efficiency_choice_reads_only_train_and_val(data_dir, output_r
     values, chosen = runner.strongest(cell)
     assert (values["encoder"], values["backbone"]) == ("random", "small_cnn") and values["features"]
     assert chosen.startswith("small_cnn ") and "val AUROC" in chosen
+
+
+def test_features_best_is_the_candidate_best_on_val_of_the_encoders_own():
+    def splits(val_informative: bool, test_informative: bool):
+        return {"train": separable(40, True, 0), "val": separable(40, val_informative, 1),
+                "test": separable(40, test_informative, 2)}
+
+    encoded = {"last": splits(False, True), "stage:1": splits(True, False)}
+    choice = strongest.best_features(encoded, 2, False)
+    assert choice.features == "stage:1" and [t[1] for t in choice.tried] == ["last", "stage:1"]
+    assert strongest.tried_text(choice).startswith("stage:1 ")
+    assert feature_choice.candidates(0) == ["last"]  # the raw pixels: their output only
+    assert feature_choice.feature_choice_option("best") == "best"
+    assert feature_choice.feature_choice_option("stages:1,2") == "stages:1-2"
+
+
+def test_a_probe_with_features_best_records_its_choice_and_test_reads_it(output_root, data_dir, capsys):
+    final = lr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--solver", "lbfgs",
+                           "--encoder", "random", "--backbone", "small_cnn", "--features", "best",
+                           "--name", "best-probe"])
+    out = capsys.readouterr().out
+    saved = torch.load(final, weights_only=True)
+    chosen = saved["hyper_parameters"]["features"]
+    widths = {"last": 256, "stage:1": 32, "stage:2": 64, "stage:3": 128, "stage:4": 256, "stages": 480}
+    assert chosen in feature_choice.candidates(4) == list(widths)
+    line = next(line for line in out.splitlines() if line.startswith("--features best: "))
+    assert line.startswith(f"--features best: {chosen} (val AUROC of each: {chosen} ")  # the best first
+    assert sorted(part.split()[0] for part in line.split(": ", 2)[2].rstrip(")").split(", ")) == sorted(widths)
+    assert saved["state_dict"]["head.weight"].shape == (2, widths[chosen])
+    assert json.loads(final.with_suffix(".config.json").read_text())["options"]["features"] == chosen
+    lr_test.main(["--checkpoint", "best-probe", "--data-dir", str(data_dir)])  # rebuilt at the chosen features
+    assert 0 <= json.loads(final.with_name("best-probe.test.json").read_text())["auroc"] <= 1
+
+
+def test_the_label_efficiency_best_features_read_only_train_and_val(data_dir, output_root):
+    simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "16",
+                       "--backbone", "small_cnn", "--name", "enc"])
+    args = label_efficiency.parse_args(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--labels", "5",
+                                        "--seeds", "0", "--protocols", "probe", "--encoders", "enc"])
+    assert args.features == "best"  # the command's default
+    data = MedMNISTDataModule("breastmnist", 28, data_dir).load()
+    cell = label_efficiency.Cell("probe", label_efficiency.Encoder("enc", str(models_dir("simclr") / "enc.ckpt"), {}),
+                                 label_efficiency.Budget(per_class=5), 0, "s")
+    runner = label_efficiency.Runner(args, data)
+    test_split = data.splits["test"]
+    data.splits = NoTest(data.splits)
+    assert runner.best(cell) in feature_choice.candidates(4)
+    data.splits = {**data.splits, "test": test_split}
