@@ -189,8 +189,8 @@ class Parser(argparse.ArgumentParser):
     def parse_values(self, values: dict) -> argparse.Namespace:
         """The options `values` (dest -> value, already typed: what another command computed) over the defaults,
         checked as parse_args checks a command line (`checks`); a dest the parser does not have is an error."""
-        options = {action.dest: action.default for action in self._actions
-                   if action.option_strings and action.dest not in ("help", *PARSER_ONLY)}
+        options = {dest: action.default for dest, action in self.options().items()
+                   if dest not in ("help", *PARSER_ONLY)}
         unknown = sorted(set(values) - set(options))
         if unknown:
             raise TypeError(f"{self.prog} has no option(s) {', '.join(unknown)}")

@@ -55,17 +55,6 @@ class DataSource:
                 values["labels_from" if option == "labels" else option] = self.options[option]
         return values
 
-    def argv(self) -> list[str]:
-        """The command-line words that name this source again (for the commands one command runs)."""
-        words = ["--dataset", self.text, "--size", str(self.size)]
-        if self.kind == "medmnist":
-            words += ["--data-dir", str(self.path.parent)]
-        for option in ("labels", "fit", "window"):
-            value = self.options.get(option)
-            if value is not None:
-                words.append(f"--{'labels-from' if option == 'labels' else option}={value}")
-        return words
-
 
 _RESOLVED: dict[str, DataSource] = {}  # --dataset text -> its source, as last resolved in this process
 
