@@ -73,15 +73,15 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
                              f"{'on' if method.SYNC_BATCHNORM else 'off'} for {method.TITLE} on GPUs; "
                              "torch's SyncBatchNorm runs on CUDA only)")
     method.add_options(parser)
-    parser.checks.append(lambda args: check_pretrain_options(method, args))
+    parser.checks.append(lambda args: check_pretrain_options(method, args, parser.given))
     return parser
 
 
-def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace) -> None:
+def check_pretrain_options(method: type[MethodHparams], args: argparse.Namespace, given: set[str]) -> None:
     """What the parser checks across options: --recipe fills what the command line left out, the sequence fits the
     data set (resolved in place: the record says which ran), --sync-batchnorm has GPUs (its default is resolved by the run: it depends on the machine), --epochs
     is EPOCHS unless given or derived from --time-budget, which cannot --resume."""
-    apply_recipe(method.NAME, args)
+    apply_recipe(method.NAME, args, given)
     args.aug = checked_augmentation(args.aug, args.dataset)
     if args.time_budget is None and args.epochs is None:
         args.epochs = EPOCHS

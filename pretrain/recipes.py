@@ -43,15 +43,16 @@ def recipe_options(method: str, recipe: str, flag: str) -> dict:
     return dict(RECIPES.get(method, {}).get(data_kind(flag), {}))
 
 
-def apply_recipe(method: str, args: argparse.Namespace) -> None:
-    """Fill the options left at None by the command line with --recipe's (in place); the network only without
-    --init (the checkpoint's then), its stem only for its own backbone."""
+def apply_recipe(method: str, args: argparse.Namespace, given: set[str]) -> None:
+    """Set the options the command line (or its --config file, or a caller's values) did not give (`given`: their
+    dests) to --recipe's, in place: defaults like --temperature's too; the network only without --init (the
+    checkpoint's then), its stem only for its own backbone."""
     options = {**FALLBACK, **recipe_options(method, args.recipe, args.dataset)}
     if getattr(args, "init", None):
         options.pop("backbone", None)
         options.pop("stem", None)
-    if args.backbone is not None and args.backbone != options.get("backbone"):
+    if "backbone" in given and args.backbone != options.get("backbone"):
         options.pop("stem", None)
     for key, value in options.items():
-        if getattr(args, key, None) is None:
+        if key not in given and hasattr(args, key):
             setattr(args, key, value)

@@ -153,6 +153,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.checks: list[Callable[[argparse.Namespace], None]] = []
         self.source: str | None = None  # the --config file being read, named in its errors
+        self.given: set[str] = set()  # the dests the last parse was given (command line, --config file or values)
 
     def error(self, message: str):
         where = f"{self.source}: " if self.source else ""
@@ -162,6 +163,17 @@ class Parser(argparse.ArgumentParser):
     def options(self) -> dict[str, argparse.Action]:
         """dest -> action of every --option."""
         return {action.dest: action for action in self._actions if action.option_strings}
+
+    def given_dests(self, words: list[str]) -> set[str]:
+        """The dests of the options named in command-line `words` (--name or --name=value; no abbreviations)."""
+        strings = {string: action.dest for action in self._actions for string in action.option_strings}
+        dests = set()
+        for word in words:
+            if word == "--":
+                break
+            if word.startswith("--") and word.split("=", 1)[0] in strings:
+                dests.add(strings[word.split("=", 1)[0]])
+        return dests
 
     def parse_args(self, args=None, namespace=None):
         argv = list(sys.argv[1:] if args is None else args)
@@ -176,6 +188,7 @@ class Parser(argparse.ArgumentParser):
                 super().parse_args(prior)
                 self.source = None
         parsed = super().parse_args(prior + argv, namespace)  # the command line after the file: it overrides it
+        self.given = self.given_dests(prior + argv)
         for check in self.checks:
             try:
                 check(parsed)
@@ -195,6 +208,7 @@ class Parser(argparse.ArgumentParser):
         if unknown:
             raise TypeError(f"{self.prog} has no option(s) {', '.join(unknown)}")
         parsed = argparse.Namespace(**{**options, **values})
+        self.given = {dest for dest, value in values.items() if value is not None}  # None: left to the defaults
         for check in self.checks:
             try:
                 check(parsed)

@@ -29,3 +29,21 @@ def test_the_command_line_wins_and_init_keeps_its_network():
     assert (given.backbone, given.stem, given.aug, given.select_by) == ("small_cnn", None, "natural", "knn")
     init = parse(SimCLRHparams, "--dataset", "breastmnist", "--init", "pretrain-bloodmnist")
     assert init.backbone is None and init.aug == "natural"  # the network is the checkpoint's
+
+
+def test_a_recipe_sets_options_with_defaults_unless_given_on_the_command_line_a_config_or_in_values(monkeypatch,
+                                                                                                   tmp_path):
+    import pretrain.recipes as recipes
+    from pretrain.cli import pretrain_options
+
+    monkeypatch.setitem(recipes.RECIPES, "simclr", {"grey": {"temperature": 0.2, "weight_decay": 3e-5}})
+    recipe = parse(SimCLRHparams, "--dataset", "breastmnist")
+    assert (recipe.temperature, recipe.weight_decay) == (0.2, 3e-5)  # over the parser's 0.07 and 1e-4
+    given = parse(SimCLRHparams, "--dataset", "breastmnist", "--temperature", "0.07", "--weight-decay=1e-4")
+    assert (given.temperature, given.weight_decay) == (0.07, 1e-4)  # the method's defaults, given: kept
+    config = tmp_path / "run.yaml"
+    config.write_text("temperature: 0.5\n")
+    assert parse(SimCLRHparams, "--dataset", "breastmnist", "--config", str(config)).temperature == 0.5
+    assert parse(SimCLRHparams, "--dataset", "breastmnist", "--recipe", "study").temperature == 0.07
+    values = pretrain_options(SimCLRHparams, dataset="breastmnist", temperature=0.3, backbone=None)
+    assert values.extra["temperature"] == 0.3 and values.weight_decay == 3e-5  # None: left to the recipe
