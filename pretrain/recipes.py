@@ -15,17 +15,24 @@ from common.data.sources import known_dims, known_info
 RECIPE_NAMES = ("default", "study")
 KINDS = ("grey", "colour", "volume")
 
-# method -> kind of data -> options. SimCLR's: the small CNN with the study's `natural` sequence, its last layer, the
-# best checkpoint by the kNN monitor. At equal wall time (5 minutes, docs/recipes/confirmation.md) it beat both study
-# recipes and the strongest untrained features on breastmnist (grey); on retinamnist (colour) it was level with the
-# study's `novel` recipe and below the strongest untrained features: kept for colour as the best measured so far,
-# not as one that pays. Volumes: nothing measured, the defaults stay
+# method -> kind of data -> options: SimCLR's are the few-label searches' winners (docs/recipes/search-*.md: 20
+# trials of 4 minutes each, validation AUROC at 10 labels per class), confirmed on the test split at 30 minutes
+# (docs/recipes/confirmation30.md), each on the one set it was searched on: grey from breastmnist (trial 8),
+# colour from retinamnist (trial 20). Each beat the strongest untrained features on its own set; neither beat them
+# at 10 labels per class on the other set, so a new data set may want its own search (scripts/tune.py
+# --objective few-label). Volumes: nothing confirmed on test, the defaults stay
 RECIPES: dict[str, dict[str, dict]] = {
-    "simclr": {"grey": {"backbone": "small_cnn", "aug": "natural"},
-               "colour": {"backbone": "small_cnn", "aug": "natural"},
+    "simclr": {"grey": {"backbone": "resnet18", "stem": "imagenet", "resize": 64, "batch_size": 64, "aug": "novel",
+                        "aug_strength": 1.38, "lr": 6.19e-5, "temperature": 0.331, "weight_decay": 2.09e-6,
+                        "features": "last"},
+               "colour": {"backbone": "resnet18", "stem": "imagenet", "resize": 64, "batch_size": 64,
+                          "aug": "greyscale", "aug_strength": 1.04, "lr": 8.22e-4, "temperature": 0.0963,
+                          "weight_decay": 1.11e-4, "features": "stage:1"},
                "volume": {}},
 }
 STUDY = {"backbone": "resnet18", "stem": "imagenet", "aug": "novel", "select_by": "contrastive", "features": "last"}
+NETWORK = ("backbone", "stem", "resize")  # what --init's checkpoint decides
+DATA_CHOICES = ("aug", "aug_strength")  # what a recipe keeps under another --backbone: the rest was tuned with its own
 FALLBACK = {"select_by": "knn", "features": "last"}  # what every recipe leaves unset resolves to
 
 
@@ -46,13 +53,15 @@ def recipe_options(method: str, recipe: str, flag: str) -> dict:
 def apply_recipe(method: str, args: argparse.Namespace, given: set[str]) -> None:
     """Set the options the command line (or its --config file, or a caller's values) did not give (`given`: their
     dests) to --recipe's, in place: defaults like --temperature's too; the network only without --init (the
-    checkpoint's then), its stem only for its own backbone."""
+    checkpoint's then); under another --backbone only its augmentation; --resize only for smaller images."""
     options = {**FALLBACK, **recipe_options(method, args.recipe, args.dataset)}
     if getattr(args, "init", None):
-        options.pop("backbone", None)
-        options.pop("stem", None)
-    if "backbone" in given and args.backbone != options.get("backbone"):
-        options.pop("stem", None)
+        for key in NETWORK:
+            options.pop(key, None)
+    if "backbone" in given and args.backbone != options.get("backbone"):  # tuned with another network: its
+        options = {**FALLBACK, **{k: v for k, v in options.items() if k in DATA_CHOICES}}  # sequence only
+    if options.get("resize") and (getattr(args, "size", None) or 0) >= options["resize"]:
+        options.pop("resize")  # an upsampling for small images: images this large are read as they are
     for key, value in options.items():
         if key not in given and hasattr(args, key):
             setattr(args, key, value)
