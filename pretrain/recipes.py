@@ -15,19 +15,14 @@ from common.data.sources import known_dims, known_info
 RECIPE_NAMES = ("default", "study")
 KINDS = ("grey", "colour", "volume")
 
-# method -> kind of data -> options: SimCLR's are the few-label searches' winners (docs/recipes/search-*.md: 20
-# trials of 4 minutes each, validation AUROC at 10 labels per class), confirmed on the test split at 30 minutes
-# (docs/recipes/confirmation30.md), each on the one set it was searched on: grey from breastmnist (trial 8),
-# colour from retinamnist (trial 20). Each beat the strongest untrained features on its own set; neither beat them
-# at 10 labels per class on the other set, so a new data set may want its own search (scripts/tune.py
-# --objective few-label). Volumes: nothing confirmed on test, the defaults stay
+# method -> kind of data -> options. SimCLR's: the small CNN with the study's `natural` sequence, its last layer, the
+# best checkpoint by the kNN monitor (docs/recipes/confirmation.md, 5 minutes). The few-label searches' winners
+# (docs/recipes/winners30.md: ResNet-18 at --resize 64, batch 64) beat the strongest untrained features at 30 minutes
+# on the set each was searched on, not on the other; they are not the defaults yet: their batch of 64 is refused on
+# sets of fewer training images, and the defaults must run on any set
 RECIPES: dict[str, dict[str, dict]] = {
-    "simclr": {"grey": {"backbone": "resnet18", "stem": "imagenet", "resize": 64, "batch_size": 64, "aug": "novel",
-                        "aug_strength": 1.38, "lr": 6.19e-5, "temperature": 0.331, "weight_decay": 2.09e-6,
-                        "features": "last"},
-               "colour": {"backbone": "resnet18", "stem": "imagenet", "resize": 64, "batch_size": 64,
-                          "aug": "greyscale", "aug_strength": 1.04, "lr": 8.22e-4, "temperature": 0.0963,
-                          "weight_decay": 1.11e-4, "features": "stage:1"},
+    "simclr": {"grey": {"backbone": "small_cnn", "aug": "natural"},
+               "colour": {"backbone": "small_cnn", "aug": "natural"},
                "volume": {}},
 }
 STUDY = {"backbone": "resnet18", "stem": "imagenet", "aug": "novel", "select_by": "contrastive", "features": "last"}
