@@ -26,8 +26,6 @@ RECIPES: dict[str, dict[str, dict]] = {
                "volume": {}},
 }
 STUDY = {"backbone": "resnet18", "stem": "imagenet", "aug": "novel", "select_by": "contrastive", "features": "last"}
-NETWORK = ("backbone", "stem", "resize")  # what --init's checkpoint decides
-DATA_CHOICES = ("aug", "aug_strength")  # what a recipe keeps under another --backbone: the rest was tuned with its own
 FALLBACK = {"select_by": "knn", "features": "last"}  # what every recipe leaves unset resolves to
 
 
@@ -48,15 +46,13 @@ def recipe_options(method: str, recipe: str, flag: str) -> dict:
 def apply_recipe(method: str, args: argparse.Namespace, given: set[str]) -> None:
     """Set the options the command line (or its --config file, or a caller's values) did not give (`given`: their
     dests) to --recipe's, in place: defaults like --temperature's too; the network only without --init (the
-    checkpoint's then); under another --backbone only its augmentation; --resize only for smaller images."""
+    checkpoint's then), its stem only for its own backbone."""
     options = {**FALLBACK, **recipe_options(method, args.recipe, args.dataset)}
     if getattr(args, "init", None):
-        for key in NETWORK:
-            options.pop(key, None)
-    if "backbone" in given and args.backbone != options.get("backbone"):  # tuned with another network: its
-        options = {**FALLBACK, **{k: v for k, v in options.items() if k in DATA_CHOICES}}  # sequence only
-    if options.get("resize") and (getattr(args, "size", None) or 0) >= options["resize"]:
-        options.pop("resize")  # an upsampling for small images: images this large are read as they are
+        options.pop("backbone", None)
+        options.pop("stem", None)
+    if "backbone" in given and args.backbone != options.get("backbone"):
+        options.pop("stem", None)
     for key, value in options.items():
         if key not in given and hasattr(args, key):
             setattr(args, key, value)

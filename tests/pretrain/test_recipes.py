@@ -27,6 +27,8 @@ def test_the_command_line_wins_and_init_keeps_its_network():
     given = parse(SimCLRHparams, "--dataset", "breastmnist", "--recipe", "study", "--backbone", "small_cnn",
                   "--aug", "natural", "--select-by", "knn")
     assert (given.backbone, given.stem, given.aug, given.select_by) == ("small_cnn", None, "natural", "knn")
+    study = parse(SimCLRHparams, "--dataset", "breastmnist", "--recipe", "study", "--backbone", "small_cnn")
+    assert (study.stem, study.aug, study.select_by) == (None, "novel", "contrastive")  # the rest of the study's
     other = parse(SimCLRHparams, "--dataset", "breastmnist", "--backbone", "resnet18")
     assert (other.backbone, other.stem, other.aug, other.batch_size) == ("resnet18", None, "natural", None)
     init = parse(SimCLRHparams, "--dataset", "breastmnist", "--init", "pretrain-bloodmnist")
