@@ -140,6 +140,13 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
     return per_device // max(1, min(batch_size, per_device))
 
 
+def epochs_seconds(epochs: int, seconds_per_step: float, steps: int, validation_s: float, validate_every: int,
+                   overhead_s: float) -> float:
+    """The estimated seconds of `epochs` epochs: E * (steps * seconds_per_step + overhead_s) + (E // validate_every)
+    * validation_s."""
+    return epochs * (steps * seconds_per_step + overhead_s) + (epochs // validate_every) * validation_s
+
+
 def epochs_for_budget(budget_s: float, seconds_per_step: float, steps: int, validation_s: float,
                       validate_every: int, overhead_s: float) -> int:
     """The most epochs E whose estimated time fits `budget_s`, at least 1:
@@ -151,7 +158,7 @@ def epochs_for_budget(budget_s: float, seconds_per_step: float, steps: int, vali
     per_epoch = steps * seconds_per_step + overhead_s
 
     def cost(epochs: int) -> float:
-        return epochs * per_epoch + (epochs // validate_every) * validation_s
+        return epochs_seconds(epochs, seconds_per_step, steps, validation_s, validate_every, overhead_s)
 
     epochs = max(1, int(budget_s // (per_epoch + validation_s / validate_every)))  # cost(epochs) fits: E // v <= E / v
     while cost(epochs + 1) <= budget_s:  # the mean cost above charges a part of the next, unrun validation
@@ -206,7 +213,7 @@ class TimeBudget(Timer):
         """The calibration's estimate of `epochs` epochs' seconds, the first steps' extra ones included."""
         overhead, validation = self.epoch_costs()
         c = self.calibration
-        return (epochs * (steps * c.seconds_per_step + overhead) + (epochs // self.validate_every) * validation
+        return (epochs_seconds(epochs, c.seconds_per_step, steps, validation, self.validate_every, overhead)
                 + c.warmup_extra_s)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
