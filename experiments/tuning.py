@@ -162,8 +162,16 @@ def trial_values(method: type[MethodHparams], base: dict, params: dict, name: st
         backbone, _, stem = network.partition("-")
         values.update(backbone=backbone, stem=stem or None)
     if values.get("resize") == 0:
-        values.pop("resize")
+        values["resize"] = None  # no --resize: trial_options counts it as given, so no recipe sets one
     return {**base, **length, "val_every": monitor_every, "name": name, "overwrite": True, **values}
+
+
+def trial_options(method: type[MethodHparams], base: dict, params: dict, name: str, budget: int,
+                  minutes: float | None = None, monitor_every: int = 1):
+    """The PretrainOptions of one trial (trial_values): what the trial searched is its own, never --recipe's."""
+    values = trial_values(method, base, params, name, budget, minutes, monitor_every)
+    searched = {*params, *(("backbone", "stem") if "network" in params else ())} - {"network"}
+    return pretrain_options(method, given=searched, **values)
 
 
 # ---------------------------------------------------------------------------------------------------- the study
@@ -241,7 +249,7 @@ def objective_function(method: type[MethodHparams], base: dict, space: dict, bud
         params = suggest(trial, space)
         name = f"{study_name}-trial-{trial.number}"
         monitor_every = FEW_LABEL_MONITOR_EVERY if few_label else 1
-        options = pretrain_options(method, **trial_values(method, base, params, name, budget, minutes, monitor_every))
+        options = trial_options(method, base, params, name, budget, minutes, monitor_every)
         trial.set_user_attr("run", name)
         trial.set_user_attr("options", {k: v for k, v in as_record(options).items() if k not in COMMAND_ONLY})
         pruning = PruneOnMonitor(trial, prune=not few_label)  # the kNN monitor is not the few-label objective
@@ -453,9 +461,8 @@ def run(args: TuneOptions, argv: list[str]) -> dict:
     few_label = args.objective == "few-label"
     space = search_space(method, dims, args.max_batch_size, n_train, few_label, args.search_backbone, args.size)
     base = trial_base_values(args)
-    pretrain_options(method, **trial_values(method, base, default_params(method, space, dims, n_train,
-                                                                         args.max_batch_size),
-                                            f"{name}-check", args.budget_epochs, args.time_budget))  # checked once
+    trial_options(method, base, default_params(method, space, dims, n_train, args.max_batch_size), f"{name}-check",
+                  args.budget_epochs, args.time_budget)  # checked once
     about = {"method": method.NAME, "dataset": args.dataset, "size": args.size, "budget_epochs": args.budget_epochs,
              "seed": args.seed, "max_batch_size": args.max_batch_size,
              **{k: getattr(args, k) for k in ("backbone", "stem", "resize", "patch_topk")},

@@ -6,6 +6,7 @@ options), then the run (pretrain.run.pretrain, which imports torch and Lightning
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 from common.cli.options import from_namespace
@@ -112,10 +113,11 @@ def pretrain_main(method: type[MethodHparams], argv=None) -> Path:
     return pretrain(method.module_class(), options)
 
 
-def pretrain_options(method: type[MethodHparams], **values) -> PretrainOptions:
+def pretrain_options(method: type[MethodHparams], given: Iterable[str] = (), **values) -> PretrainOptions:
     """`method`'s options as its command line's defaults give them, with `values` (typed; checked, the recipe
-    applied, as the command line's are: for another command that runs pretraining, e.g. a search's trial)."""
-    return from_namespace(PretrainOptions, pretrain_parser(method).parse_values(values))
+    applied, as the command line's are: for another command that runs pretraining, e.g. a search's trial). A value
+    None is left to the recipe unless its dest is in `given`."""
+    return from_namespace(PretrainOptions, pretrain_parser(method).parse_values(values, given))
 
 
 def checked_augmentation(aug: str | None, flag: str) -> str:

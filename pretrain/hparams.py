@@ -56,6 +56,8 @@ class PretrainOptions(TrainOptions, NetworkOptions):
     select_by: str
     init: str | None
     sync_batchnorm: bool | None
+    # the options --recipe set (pretrain.recipes.apply_recipe): config.json's "from_recipe", beside its options
+    from_recipe: tuple[str, ...] = field(default=(), metadata={"record": False})
     extra: dict = field(default_factory=dict)
 
 

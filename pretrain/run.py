@@ -56,6 +56,7 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
               f"--monitor-dataset names a labelled set for the monitor)")
         options = replace(options, select_by="contrastive")
     n_train = data.num_train()
+    options = recipe_fitted(options, n_train, data.size)
     if options.batch_size is not None and options.batch_size > n_train:
         raise UserError(f"--batch-size {options.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
@@ -79,7 +80,8 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
     # the method's default on this machine's devices
     sync_batchnorm = checked_sync_batchnorm(method, options.accelerator, options.sync_batchnorm)
     about = {"method": method.NAME, **data.about(), "network": model.encoder.backbone_options,
-             "sync_batchnorm": sync_batchnorm, **({"extra_unlabelled": extra} if extra else {}),
+             "sync_batchnorm": sync_batchnorm, "from_recipe": list(options.from_recipe),
+             **({"extra_unlabelled": extra} if extra else {}),
              **({"monitor_dataset": monitored} if monitored else {})}
     monitor, mode = KNN_MONITOR if options.select_by == "knn" else method.OWN_MONITOR or (None, "max")
     trainer_options = {"sync_batchnorm": sync_batchnorm}
@@ -90,6 +92,18 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
         about["time_budget"] = budget.record  # the same dict: the callback adds the plan and what the run achieved
     return fit_and_save(method.NAME, name, TrainerOptions.of(options), as_record(options), model, data, monitor=monitor,
                         mode=mode, about=about, callbacks=callbacks, trainer_options=trainer_options)
+
+
+def recipe_fitted(options: PretrainOptions, n_train: int, size: int) -> PretrainOptions:
+    """The recipe's options fitted to the data (a given option is never changed): its batch at most the `n_train`
+    training images (as BATCH_SIZE is), its --resize (an upsampling for small images) dropped for images of `size`
+    as large or larger."""
+    changes = {}
+    if "batch_size" in options.from_recipe and options.batch_size and options.batch_size > n_train:
+        changes["batch_size"] = n_train
+    if "resize" in options.from_recipe and options.resize and size >= options.resize:
+        changes["resize"] = None
+    return replace(options, **changes) if changes else options
 
 
 def other_source(text: str, option: str, data: MedMNISTDataModule, options: PretrainOptions,

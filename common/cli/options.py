@@ -84,7 +84,8 @@ def from_values(cls, values: dict, subset: bool = False, **changes):
 def as_record(options) -> dict:
     """The options as a run's config.json records them (what --config reads back): one flat mapping, the `extra`
     options (a method's own) among the others."""
-    values = {field.name: getattr(options, field.name) for field in fields(options)}
+    values = {field.name: getattr(options, field.name) for field in fields(options)
+              if field.metadata.get("record", True)}  # record=False: the run records it elsewhere
     return {**{k: v for k, v in values.items() if k != EXTRA}, **values.get(EXTRA, {})}
 
 

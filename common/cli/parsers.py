@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from common.cli.options import PARSER_ONLY
 from common.data.registry import DEFAULT_DATA_DIR, check_size
@@ -178,6 +178,7 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         argv = list(sys.argv[1:] if args is None else args)
         prior: list[str] = []
+        self.config_dests: set[str] = set()
         if "config" in self.options():
             pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
             pre.add_argument("--config", type=Path)
@@ -188,7 +189,7 @@ class Parser(argparse.ArgumentParser):
                 super().parse_args(prior)
                 self.source = None
         parsed = super().parse_args(prior + argv, namespace)  # the command line after the file: it overrides it
-        self.given = self.given_dests(prior + argv)
+        self.given = self.given_dests(prior + argv) | self.config_dests  # a file's null too: a rerun repeats the run
         for check in self.checks:
             try:
                 check(parsed)
@@ -199,16 +200,17 @@ class Parser(argparse.ArgumentParser):
             sys.exit(0)
         return parsed
 
-    def parse_values(self, values: dict) -> argparse.Namespace:
+    def parse_values(self, values: dict, given: Iterable[str] = ()) -> argparse.Namespace:
         """The options `values` (dest -> value, already typed: what another command computed) over the defaults,
-        checked as parse_args checks a command line (`checks`); a dest the parser does not have is an error."""
+        checked as parse_args checks a command line (`checks`); a dest the parser does not have is an error. A value
+        None is left to the defaults (and --recipe) unless its dest is in `given` (a search's "no --resize")."""
         options = {dest: action.default for dest, action in self.options().items()
                    if dest not in ("help", *PARSER_ONLY)}
         unknown = sorted(set(values) - set(options))
         if unknown:
             raise TypeError(f"{self.prog} has no option(s) {', '.join(unknown)}")
         parsed = argparse.Namespace(**{**options, **values})
-        self.given = {dest for dest, value in values.items() if value is not None}  # None: left to the defaults
+        self.given = {dest for dest, value in values.items() if value is not None or dest in given}
         for check in self.checks:
             try:
                 check(parsed)
@@ -227,6 +229,7 @@ class Parser(argparse.ArgumentParser):
             dest = str(key).replace("-", "_")
             if dest in COMMAND_ONLY:
                 continue
+            self.config_dests.add(dest)
             if dest not in actions:
                 close = difflib.get_close_matches(dest, [d for d in actions if d not in COMMAND_ONLY], n=1, cutoff=0.5)
                 self.error(f"unknown option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))

@@ -10,7 +10,6 @@ import pytest
 from optuna.trial import TrialState
 
 from pretrain import base
-from pretrain.cli import pretrain_options
 from pretrain.simclr.hparams import SimCLRHparams
 from pretrain.simclr.train import build_parser as simclr_parser
 from experiments import tune, tuning
@@ -85,19 +84,18 @@ def test_every_methods_search_space_gives_options_its_command_line_takes(method)
     """Defaults first, then random draws: each trial's options parse with the method's own parser, and the learning
     rate scales with the batch as the method's default does."""
     from pretrain import method_hparams
-    from pretrain.cli import pretrain_options
 
     hparams = method_hparams(method)
     space = tuning.search_space(hparams, 2, 256, 500)
     defaults = tuning.default_params(hparams, space, 2, 500, 256)
-    args = pretrain_options(hparams, **tuning.trial_values(hparams, {}, defaults, "t", 5))
+    args = tuning.trial_options(hparams, {}, defaults, "t", 5)
     scale = args.batch_size / hparams.LR_BATCH if hparams.LR_BATCH else 1
     assert args.lr == pytest.approx(hparams.LR * scale) and args.weight_decay == hparams.WEIGHT_DECAY
     assert args.aug == "novel" and args.batch_size == 256 and args.val_every == 1 and args.epochs == 5
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         params = tuning.suggest(study.ask(), space)
-        args = pretrain_options(hparams, **tuning.trial_values(hparams, {}, params, "t", 5))
+        args = tuning.trial_options(hparams, {}, params, "t", 5)
         assert args.batch_size in (32, 64, 128, 256) and 0.25 <= args.aug_strength <= 1.5
     assert "aug" not in tuning.search_space(hparams, 3, 256, 500)  # volumes have one sequence
 
@@ -166,14 +164,15 @@ def test_the_searched_network_and_resize_become_the_trials_options():
     assert space["network"][1:] == ("small_cnn", "resnet18-imagenet", "resnet18-small", "vit_tiny")
     params = {**tuning.default_params(SimCLRHparams, space, 2, 500, 256), "network": "resnet18-small", "resize": 64,
               "features": "stage:2"}
-    args = pretrain_options(SimCLRHparams, **tuning.trial_values(SimCLRHparams, {"dataset": "breastmnist"}, params,
-                                                                 "t", 5, minutes=4.0))
+    args = tuning.trial_options(SimCLRHparams, {"dataset": "breastmnist"}, params, "t", 5, minutes=4.0)
     assert (args.backbone, args.stem, args.resize, args.features, args.time_budget) == \
            ("resnet18", "small", 64, "stage:2", 4.0)
     params["resize"] = 0
-    args = pretrain_options(SimCLRHparams, **tuning.trial_values(SimCLRHparams, {"dataset": "breastmnist"}, params,
-                                                                 "t", 5))
-    assert args.resize is None and args.epochs == 5
+    args = tuning.trial_options(SimCLRHparams, {"dataset": "breastmnist"}, params, "t", 5)
+    assert args.resize is None and args.epochs == 5  # no resize, though breastmnist's recipe has one
+    params.update(network="resnet18-imagenet", lr=1e-3)
+    args = tuning.trial_options(SimCLRHparams, {"dataset": "breastmnist"}, params, "t", 5)
+    assert (args.stem, args.resize, args.lr) == ("imagenet", None, 1e-3)  # the recipe's network, still the trial's
 
 
 def test_the_report_gives_a_failed_trial_no_value():
