@@ -65,8 +65,9 @@ def pretrain_parser(method: type[MethodHparams]) -> Parser:
     parser.add_argument("--weight-decay", type=WEIGHT_DECAY, default=method.WEIGHT_DECAY)
     own = "the last epoch" if method.OWN_MONITOR is None else f"{method.OWN_MONITOR[0]} ({method.OWN_MONITOR[1]})"
     parser.add_argument("--select-by", default=None, choices=SELECT_BY,
-                        help=f"the best checkpoint: by the kNN monitor's val/knn_auroc (default; --recipe study: "
-                             f"contrastive), or by the method's own rule: {own}")
+                        help=f"the checkpoint kept: by the kNN monitor's val/knn_auroc (knn), by the method's own "
+                             f"rule (contrastive: {own}; --recipe study's), or the last epoch's (last); default: the "
+                             f"recipe's")
     parser.add_argument("--init", default=None,
                         help="start from the encoder of this checkpoint (path or run name; any method, or the study's)")
     parser.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, default=None,

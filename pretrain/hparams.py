@@ -19,7 +19,7 @@ from utils import UserError
 BATCH_SIZE = 256  # the study's: min(256, N)
 MONITOR_EVERY = 2  # ours: the kNN monitor encodes the training and validation images; every 2nd epoch keeps it
 #                    under 10% of the training time (scripts/benchmark.py measures it)
-SELECT_BY = ("knn", "contrastive")
+SELECT_BY = ("knn", "contrastive", "last")
 EPOCHS = 100  # ours: the study left it to the command line
 KNN_MONITOR = ("val/knn_auroc", "max")  # the default rule: the online kNN classifier's validation AUROC
 OPTIMIZERS = ("adamw", "sgd")

@@ -56,7 +56,10 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
               f"--monitor-dataset names a labelled set for the monitor)")
         options = replace(options, select_by="contrastive")
     n_train = data.num_train()
-    options = recipe_fitted(options, n_train, data.size)
+    fitted = recipe_fitted(options, n_train, data.size)
+    if fitted.batch_size != options.batch_size:
+        print(f"note: the recipe's batch of {options.batch_size} is capped at the {n_train} training images")
+    options = fitted
     if options.batch_size is not None and options.batch_size > n_train:
         raise UserError(f"--batch-size {options.batch_size} is larger than the {n_train} training images",
                         f"use --batch-size {n_train} or less")
@@ -83,7 +86,7 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
              "sync_batchnorm": sync_batchnorm, "from_recipe": list(options.from_recipe),
              **({"extra_unlabelled": extra} if extra else {}),
              **({"monitor_dataset": monitored} if monitored else {})}
-    monitor, mode = KNN_MONITOR if options.select_by == "knn" else method.OWN_MONITOR or (None, "max")
+    monitor, mode = selection_rule(method, options.select_by)
     trainer_options = {"sync_batchnorm": sync_batchnorm}
     if options.time_budget is not None:
         budget = time_budget(model, data, options, models_dir(method.NAME))
@@ -92,6 +95,15 @@ def pretrain(method, options: PretrainOptions, callbacks: list | tuple = ()) -> 
         about["time_budget"] = budget.record  # the same dict: the callback adds the plan and what the run achieved
     return fit_and_save(method.NAME, name, TrainerOptions.of(options), as_record(options), model, data, monitor=monitor,
                         mode=mode, about=about, callbacks=callbacks, trainer_options=trainer_options)
+
+
+def selection_rule(method, select_by: str) -> tuple[str | None, str]:
+    """(metric, mode) that picks the saved checkpoint for --select-by; metric None: the last epoch's."""
+    if select_by == "knn":
+        return KNN_MONITOR
+    if select_by == "contrastive" and method.OWN_MONITOR is not None:
+        return method.OWN_MONITOR
+    return None, "max"
 
 
 def recipe_fitted(options: PretrainOptions, n_train: int, size: int) -> PretrainOptions:

@@ -65,6 +65,18 @@ def test_select_by_contrastive_keeps_the_studys_rule_and_the_monitor_follows_mon
     assert len(scalar_values(logs, "val/knn_auroc")) == 2  # every epoch
 
 
+def test_select_by_last_keeps_the_last_epoch_while_the_monitor_still_runs(output_root, data_dir):
+    from models.checkpoints import read_checkpoint
+
+    run = simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3", "--batch-size",
+                             "16", "--backbone", "small_cnn", "--select-by", "last", "--monitor-every", "1",
+                             "--name", "keep-last"])
+    config = json.loads(run.with_suffix(".config.json").read_text())
+    assert config["selected_by"] == "the last epoch" and config["options"]["select_by"] == "last"
+    assert read_checkpoint(run)["epoch"] == 2  # the third epoch's (from 0), whatever the monitor said
+    assert len(scalar_values(models_dir("simclr") / "tb_logs" / "keep-last", "val/knn_auroc")) == 3
+
+
 def test_resize_is_recorded_and_every_stage_rebuilds_the_encoder_with_it(output_root, data_dir, capsys):
     run = simclr_train.main(["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "1", "--batch-size",
                              "16", "--backbone", "small_cnn", "--resize", "64"])

@@ -122,7 +122,7 @@ def sampler_check(data_dir: str, world: int, rank: int) -> dict:
 
 def command_lines(data_dir: str) -> None:
     common = ["--dataset", FLAG, "--data-dir", data_dir, "--accelerator", "cpu", "--devices", "2"]
-    small = [*common, "--backbone", "small_cnn", "--batch-size", "8", "--monitor-every", "1"]
+    small = [*common, "--backbone", "small_cnn", "--batch-size", "8", "--monitor-every", "1", "--select-by", "knn"]
     for stage, name in ((simclr_train, "ddp-simclr"), (moco_train, "ddp-moco"), (byol_train, "ddp-byol")):
         stage.main([*small, "--epochs", "1", "--name", name])
     simclr_train.main([*small, "--epochs", "2", "--name", "ddp-simclr", "--resume", "--overwrite"])

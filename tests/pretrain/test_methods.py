@@ -135,7 +135,7 @@ def raw_pixels(stripes, outputs):
 def test_pretraining_learns_what_a_random_encoder_misses(method, stripes, outputs, random_init, raw_pixels, capsys):
     train = importlib.import_module(f"pretrain.{method}.train")
     run = train.main(["--dataset", "breastmnist", "--data-dir", str(stripes), *BACKBONE, "--aug", "natural",
-                      "--epochs", "10", "--batch-size", "64", "--name", f"{method}-stripes"])
+                      "--select-by", "knn", "--epochs", "10", "--batch-size", "64", "--name", f"{method}-stripes"])
     assert run == models_dir(method) / f"{method}-stripes.ckpt"
     # the online kNN monitor, logged for every method, chose the checkpoint and is in the run's record
     assert {"val/knn_acc", "val/knn_auroc"} <= scalar_tags(models_dir(method) / "tb_logs" / f"{method}-stripes")

@@ -12,7 +12,7 @@ def test_the_default_recipe_per_kind_of_data_and_the_study_recipe_exactly():
     grey = parse(SimCLRHparams, "--dataset", "breastmnist")  # breastmnist's search winner (docs/recipes)
     assert (grey.backbone, grey.stem, grey.resize, grey.batch_size, grey.aug, grey.aug_strength, grey.lr,
             grey.temperature, grey.weight_decay, grey.features, grey.select_by) == (
-        "resnet18", "imagenet", 64, 64, "novel", 1.38, 6.19e-5, 0.331, 2.09e-6, "last", "knn")
+        "resnet18", "imagenet", 64, 64, "novel", 1.38, 6.19e-5, 0.331, 2.09e-6, "last", "last")
     colour = parse(SimCLRHparams, "--dataset", "retinamnist")  # retinamnist's
     assert (colour.backbone, colour.resize, colour.aug, colour.aug_strength, colour.lr, colour.temperature,
             colour.weight_decay, colour.features) == ("resnet18", 64, "greyscale", 1.04, 8.22e-4, 0.0963, 1.11e-4,
@@ -36,7 +36,7 @@ def test_the_command_line_wins_and_init_keeps_its_network():
     other = parse(SimCLRHparams, "--dataset", "breastmnist", "--backbone", "small_cnn")  # tuned with a ResNet: only
     assert (other.backbone, other.stem, other.resize, other.batch_size, other.lr, other.temperature, other.features,
             other.aug, other.aug_strength, other.select_by) == (  # its sequence and checkpoint rule stay
-        "small_cnn", None, None, None, None, 0.07, "last", "novel", 1.38, "knn")
+        "small_cnn", None, None, None, None, 0.07, "last", "novel", 1.38, "last")
     init = parse(SimCLRHparams, "--dataset", "breastmnist", "--init", "pretrain-bloodmnist")
     assert (init.backbone, init.stem, init.resize, init.aug, init.lr) == (  # the network is the checkpoint's
         None, None, None, "novel", 6.19e-5)

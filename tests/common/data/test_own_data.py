@@ -172,15 +172,15 @@ def test_unlabelled_folder_pretrains_and_the_probe_asks_for_labels(tmp_path, out
         from PIL import Image
 
         Image.fromarray(image.astype(np.uint8)).save(root / f"{i}.png")
-    simclr_train.main(["--dataset", str(root), "--epochs", "1", "--batch-size", "8"])
-    assert "no kNN monitor" in capsys.readouterr().out
+    simclr_train.main(["--dataset", str(root), "--epochs", "1", "--batch-size", "8", "--select-by", "knn"])
+    assert "no kNN monitor" in capsys.readouterr().out  # so not selected by it
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lr_train.main, ["--dataset", str(root), "--encoder", "pretrain-unlabelled"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "needs labels" in err[0]
     # a labelled set serves the kNN monitor (and so checkpoint selection) of pretraining on the unlabelled folder
     simclr_train.main(["--dataset", str(root), "--monitor-dataset", "retinamnist", "--data-dir", str(data_dir),
-                       "--epochs", "2", "--batch-size", "8", "--name", "monitored"])
+                       "--epochs", "2", "--batch-size", "8", "--select-by", "knn", "--name", "monitored"])
     printed = capsys.readouterr().out
     assert "no kNN monitor" not in printed and "converted to 1 (luminance)" in printed
     folder = output_root / "pretrain/simclr/models"

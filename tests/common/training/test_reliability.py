@@ -287,7 +287,7 @@ def test_a_full_disk_is_one_line_keeps_every_checkpoint_and_resume_continues(dat
     before a run starts is the same kind of line."""
     monkeypatch.setenv("MEDSIMCLR_OUTPUT_ROOT", str(tmp_path))
     args = ["--dataset", "breastmnist", "--data-dir", str(data_dir), "--epochs", "3", "--batch-size", "16",
-            "--backbone", "small_cnn", "--name", "full"]
+            "--backbone", "small_cnn", "--select-by", "knn", "--name", "full"]
     real, saves = torch.save, []
 
     def full_disk(obj, f, *more, **options):
