@@ -178,18 +178,18 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         argv = list(sys.argv[1:] if args is None else args)
         prior: list[str] = []
-        self.config_dests: set[str] = set()
+        in_file: set[str] = set()  # the dests the --config file names, a null too: a rerun repeats the run
         if "config" in self.options():
             pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
             pre.add_argument("--config", type=Path)
             config = pre.parse_known_args(argv)[0].config
             if config is not None:
                 self.source = str(config)  # errors in the file name the file
-                prior = self.config_argv(config)
+                prior, in_file = self.config_argv(config)
                 super().parse_args(prior)
                 self.source = None
         parsed = super().parse_args(prior + argv, namespace)  # the command line after the file: it overrides it
-        self.given = self.given_dests(prior + argv) | self.config_dests  # a file's null too: a rerun repeats the run
+        self.given = self.given_dests(argv) | in_file
         for check in self.checks:
             try:
                 check(parsed)
@@ -218,23 +218,24 @@ class Parser(argparse.ArgumentParser):
                 self.error(str(err))
         return parsed
 
-    def config_argv(self, path: Path) -> list[str]:
-        """The options of file `path` as command-line words; an unknown key is an error naming the closest one."""
+    def config_argv(self, path: Path) -> tuple[list[str], set[str]]:
+        """The options of file `path` as command-line words, and the dests it names (a null's too: it has no words);
+        an unknown key is an error naming the closest one."""
         try:
             values = read_config(path)
         except UserError as err:
             self.error(str(err))
-        actions, argv = self.options(), []
+        actions, argv, dests = self.options(), [], set()
         for key, value in values.items():
             dest = str(key).replace("-", "_")
             if dest in COMMAND_ONLY:
                 continue
-            self.config_dests.add(dest)
             if dest not in actions:
                 close = difflib.get_close_matches(dest, [d for d in actions if d not in COMMAND_ONLY], n=1, cutoff=0.5)
                 self.error(f"unknown option '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            dests.add(dest)
             argv += self.option_words(actions[dest], value)
-        return argv
+        return argv, dests
 
     def option_words(self, action: argparse.Action, value) -> list[str]:
         """`value` of a config file as the command-line words of `action` (None: the option's default)."""
